@@ -1,0 +1,265 @@
+//! In-memory adapters of the ports, for unit tests and offline use (`tollgate replay`). They keep the same
+//! semantics as the DynamoDB adapter: one record per subject, idempotency by event id, notification markers on the
+//! item that recorded the event.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::event::{DeliveryEvent, EventBody};
+use crate::keys::*;
+use crate::notify::Notification;
+use crate::ports::*;
+
+#[derive(Default)]
+struct Aggregate {
+    events: BTreeMap<String, DeliveryEvent>,
+    notified: BTreeSet<String>,
+    /// Executions only: what GSI1 would hold.
+    started_at: Option<DateTime<Utc>>,
+    pipeline_states: BTreeSet<(DateTime<Utc>, String)>,
+}
+
+struct SeriesItem {
+    event: DeliveryEvent,
+    notified: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    aggregates: HashMap<String, Aggregate>,
+    series: BTreeMap<(String, String), SeriesItem>,
+    rejected: Vec<Rejected>,
+    writes: u64,
+}
+
+/// The in-memory store.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every execution recorded, for offline listings.
+    pub fn execution_keys(&self) -> Vec<ExecutionKey> {
+        let inner = self.lock();
+        let mut keys: Vec<ExecutionKey> = inner
+            .aggregates
+            .values()
+            .filter_map(|a| a.events.values().next())
+            .filter_map(|e| match e.subject() {
+                Subject::Execution(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Successful writes so far (records, markers, rejections).
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+}
+
+#[async_trait]
+impl EventRecorder for MemoryStore {
+    async fn record(&self, event: &DeliveryEvent) -> Result<Recorded, StoreError> {
+        let subject = event.subject();
+        let mut inner = self.lock();
+        match subject.layout() {
+            Layout::Aggregate => {
+                let agg = inner.aggregates.entry(subject.pk()).or_default();
+                let new = !agg.events.contains_key(&event.id);
+                if new {
+                    agg.events.insert(event.id.clone(), event.clone());
+                    if let EventBody::PipelineExecution(p) = &event.body {
+                        agg.pipeline_states.insert((event.time, p.state.clone()));
+                        if p.state == "STARTED" {
+                            agg.started_at = Some(event.time);
+                        }
+                    }
+                    if matches!(subject, Subject::Execution(_)) && agg.started_at.is_none() {
+                        agg.started_at = Some(event.time);
+                    }
+                }
+                let recorded = Recorded {
+                    new,
+                    history: agg.events.values().cloned().collect(),
+                    notified: agg.notified.clone(),
+                };
+                if new {
+                    inner.writes += 1;
+                }
+                Ok(recorded)
+            }
+            Layout::Series => {
+                let key = (subject.pk(), series_sk(&event.time, &event.id));
+                let new = !inner.series.contains_key(&key);
+                if new {
+                    inner.writes += 1;
+                }
+                let item = inner.series.entry(key).or_insert_with(|| SeriesItem {
+                    event: event.clone(),
+                    notified: BTreeSet::new(),
+                });
+                Ok(Recorded {
+                    new,
+                    history: vec![item.event.clone()],
+                    notified: item.notified.clone(),
+                })
+            }
+        }
+    }
+
+    async fn mark_notified(&self, event: &DeliveryEvent, key: &str) -> Result<bool, StoreError> {
+        let subject = event.subject();
+        let mut inner = self.lock();
+        let notified = match subject.layout() {
+            Layout::Aggregate => inner.aggregates.get_mut(&subject.pk()).map(|a| &mut a.notified),
+            Layout::Series => inner
+                .series
+                .get_mut(&(subject.pk(), series_sk(&event.time, &event.id)))
+                .map(|i| &mut i.notified),
+        };
+        let Some(notified) = notified else {
+            return Err(StoreError::Permanent(format!("no record of event {} to mark", event.id)));
+        };
+        let fresh = notified.insert(key.to_string());
+        if fresh {
+            inner.writes += 1;
+        }
+        Ok(fresh)
+    }
+
+    async fn keep_rejected(&self, rejected: &Rejected) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.rejected.iter().any(|r| r.message_id == rejected.message_id) {
+            inner.rejected.push(rejected.clone());
+            inner.writes += 1;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TimelineQueries for MemoryStore {
+    async fn execution_events(&self, key: &ExecutionKey) -> Result<Vec<DeliveryEvent>, StoreError> {
+        Ok(self.aggregate_events(&execution_pk(key)))
+    }
+
+    async fn build_events(&self, key: &BuildKey) -> Result<Vec<DeliveryEvent>, StoreError> {
+        Ok(self.aggregate_events(&Subject::Build(key.clone()).pk()))
+    }
+
+    async fn deployment_events(&self, key: &DeploymentKey) -> Result<Vec<DeliveryEvent>, StoreError> {
+        Ok(self.aggregate_events(&deployment_pk(key)))
+    }
+
+    async fn stack_events(
+        &self,
+        key: &StackKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryEvent>, StoreError> {
+        let pk = Subject::Stack(key.clone()).pk();
+        let inner = self.lock();
+        Ok(inner
+            .series
+            .range((pk.clone(), String::new())..)
+            .take_while(|((p, _), _)| *p == pk)
+            .map(|(_, item)| item.event.clone())
+            .filter(|e| e.time >= from && e.time <= to)
+            .collect())
+    }
+
+    async fn executions(&self, pipeline: &PipelineKey, limit: usize) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<ExecutionSummary> = inner
+            .aggregates
+            .values()
+            .filter_map(|agg| {
+                let first = agg.events.values().next()?;
+                let Subject::Execution(key) = first.subject() else { return None };
+                (key.pipeline_key() == *pipeline).then(|| ExecutionSummary {
+                    started_at: agg.started_at.unwrap_or(first.time),
+                    pipeline_states: agg.pipeline_states.iter().cloned().collect(),
+                    key,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (b.started_at, &b.key.execution_id).cmp(&(a.started_at, &a.key.execution_id)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn rejected(&self, day: NaiveDate, limit: usize) -> Result<Vec<Rejected>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<Rejected> = inner
+            .rejected
+            .iter()
+            .filter(|r| r.received_at.date_naive() == day)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+impl MemoryStore {
+    fn aggregate_events(&self, pk: &str) -> Vec<DeliveryEvent> {
+        self.lock()
+            .aggregates
+            .get(pk)
+            .map(|a| a.events.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A notifier that keeps what it was asked to publish; it can be told to fail the next N publishes.
+#[derive(Default)]
+pub struct MemoryNotifier {
+    sent: Mutex<Vec<Notification>>,
+    fail_next: Mutex<u32>,
+}
+
+impl MemoryNotifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn sent(&self) -> Vec<Notification> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn fail_next(&self, n: u32) {
+        *self.fail_next.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+}
+
+#[async_trait]
+impl Notifier for MemoryNotifier {
+    async fn publish(&self, notification: &Notification) -> Result<(), NotifyError> {
+        {
+            let mut fail = self.fail_next.lock().unwrap_or_else(|p| p.into_inner());
+            if *fail > 0 {
+                *fail -= 1;
+                return Err(NotifyError("injected failure".into()));
+            }
+        }
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push(notification.clone());
+        Ok(())
+    }
+}

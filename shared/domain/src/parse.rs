@@ -1,0 +1,869 @@
+//! Lenient parsing of what reaches Tollgate: EventBridge delivery events (as emitted, or in the "processed" shape of
+//! CodeStar Notifications), CodePipeline Lambda job events and Manual approval SNS messages.
+//!
+//! Parse, then validate: raw JSON is read into permissive shapes that ignore unknown fields and never type fields
+//! Tollgate does not read (such as `detail.version`, a number in some AWS samples and a string in others), then turned
+//! into the typed values of [`crate::event`]. A rejection names the position (invalid JSON) or the field.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::event::*;
+
+/// Inputs larger than this are refused before parsing (EventBridge events are at most 256 KB).
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// Why an input could not be turned into a Tollgate value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("input is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("not an EventBridge event: {0}")]
+    NotAnEvent(String),
+    #[error("{detail_type} event: `{path}`: {problem}")]
+    Field {
+        detail_type: String,
+        path: String,
+        problem: String,
+    },
+}
+
+/// Anything Tollgate can be handed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Event(DeliveryEvent),
+    PipelineJob(PipelineJob),
+    ApprovalRequest(ApprovalRequest),
+}
+
+/// A CodePipeline job for a Lambda invoke action. The job's `artifactCredentials` are deliberately not read: they
+/// are secrets and nothing Tollgate keeps or logs may hold them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineJob {
+    pub id: String,
+    pub account_id: String,
+    pub function_name: Option<String>,
+    pub user_parameters: Option<String>,
+    pub continuation_token: Option<String>,
+    pub input_artifacts: Vec<String>,
+}
+
+/// The SNS message of a CodePipeline Manual approval action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub region: Option<String>,
+    pub pipeline: String,
+    pub stage: String,
+    pub action: String,
+    pub token: String,
+    pub expires: Option<String>,
+    pub review_link: Option<String>,
+    pub custom_data: Option<String>,
+}
+
+fn json_error(e: &serde_json::Error) -> ParseError {
+    let message = e.to_string();
+    // serde_json appends " at line L column C"; the position is reported separately.
+    let message = match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    ParseError::Json {
+        line: e.line(),
+        // serde_json reports an unexpected end of input at column 0; columns are 1-based for people.
+        column: e.column().max(1),
+        message,
+    }
+}
+
+fn read_json(bytes: &[u8]) -> Result<Value, ParseError> {
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(ParseError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_INPUT_BYTES,
+        });
+    }
+    // serde_json refuses nesting deeper than 128 levels with a positioned error, so deep input cannot exhaust the stack.
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+}
+
+/// Classifies and parses any supported input.
+pub fn parse_inbound(bytes: &[u8]) -> Result<Inbound, ParseError> {
+    let value = read_json(bytes)?;
+    let Value::Object(obj) = &value else {
+        return Err(ParseError::NotAnEvent(format!("expected a JSON object, found {}", type_name(&value))));
+    };
+    if let Some(job) = obj.get("CodePipeline.job") {
+        return parse_job(job).map(Inbound::PipelineJob);
+    }
+    if let Some(approval) = obj.get("approval") {
+        return parse_approval(obj, approval).map(Inbound::ApprovalRequest);
+    }
+    event_from_value(value).map(Inbound::Event)
+}
+
+/// Parses one EventBridge delivery event.
+pub fn parse_event(bytes: &[u8]) -> Result<DeliveryEvent, ParseError> {
+    event_from_value(read_json(bytes)?)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn envelope_str<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Result<&'a str, ParseError> {
+    for name in names {
+        match obj.get(*name) {
+            Some(Value::String(s)) => return Ok(s),
+            Some(other) => {
+                return Err(ParseError::NotAnEvent(format!(
+                    "`{name}` must be a string, found {}",
+                    type_name(other)
+                )))
+            }
+            None => {}
+        }
+    }
+    Err(ParseError::NotAnEvent(format!("`{}` is missing", names[0])))
+}
+
+/// Turns a parsed JSON value into a delivery event.
+pub fn event_from_value(value: Value) -> Result<DeliveryEvent, ParseError> {
+    let Value::Object(obj) = &value else {
+        return Err(ParseError::NotAnEvent(format!("expected a JSON object, found {}", type_name(&value))));
+    };
+    let source = envelope_str(obj, &["source"])?.to_string();
+    // Processed notifications (CodeStar Notifications) say `detailType` where EventBridge says `detail-type`.
+    let detail_type = envelope_str(obj, &["detail-type", "detailType"])?.to_string();
+    let account = envelope_str(obj, &["account"])?.to_string();
+    let region = envelope_str(obj, &["region"])?.to_string();
+    let time_text = envelope_str(obj, &["time"])?;
+    let time = DateTime::parse_from_rfc3339(time_text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| ParseError::NotAnEvent(format!("`time` {time_text:?} is not an RFC 3339 time: {e}")))?;
+    let eventbridge_id = obj.get("id").and_then(Value::as_str).map(str::to_string);
+    let detail = match obj.get("detail") {
+        Some(d @ Value::Object(_)) => d,
+        Some(other) => {
+            return Err(ParseError::NotAnEvent(format!("`detail` must be an object, found {}", type_name(other))))
+        }
+        None => return Err(ParseError::NotAnEvent("`detail` is missing".into())),
+    };
+    let id = event_identity(&source, &detail_type, &account, &region, time_text, detail);
+    let body = parse_body(&source, &detail_type, detail, obj.get("additionalAttributes"))?;
+    Ok(DeliveryEvent {
+        id,
+        eventbridge_id,
+        account,
+        region,
+        time,
+        body,
+    })
+}
+
+/// Tollgate's identity of an event: a digest of what it says (source, detail-type, account, region, time, detail),
+/// not of the EventBridge id. A redelivery has the same content, and so does the same event reaching the control
+/// plane by two routes (a member account's forwarding rule and a local rule), even where the envelope ids differ.
+pub fn event_identity(
+    source: &str,
+    detail_type: &str,
+    account: &str,
+    region: &str,
+    time: &str,
+    detail: &Value,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [source, detail_type, account, region, time] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    canonical_hash(detail, &mut h);
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Feeds a JSON value into the hasher with object keys sorted, so key order never changes the identity.
+fn canonical_hash(v: &Value, h: &mut Sha256) {
+    match v {
+        Value::Null => h.update(b"n"),
+        Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            h.update(b"#");
+            h.update(n.to_string().as_bytes());
+        }
+        Value::String(s) => {
+            h.update(b"s");
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            h.update((items.len() as u64).to_be_bytes());
+            for item in items {
+                canonical_hash(item, h);
+            }
+        }
+        Value::Object(map) => {
+            h.update(b"{");
+            h.update((map.len() as u64).to_be_bytes());
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for k in keys {
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(k.as_bytes());
+                canonical_hash(&map[k], h);
+            }
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(detail_type: &str, detail: &Value) -> Result<T, ParseError> {
+    serde_path_to_error::deserialize(detail).map_err(|e| {
+        let path = e.path().to_string();
+        ParseError::Field {
+            detail_type: detail_type.to_string(),
+            path: if path == "." { "detail".into() } else { format!("detail.{path}") },
+            problem: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn parse_body(
+    source: &str,
+    detail_type: &str,
+    detail: &Value,
+    additional: Option<&Value>,
+) -> Result<EventBody, ParseError> {
+    let kind = EventKind::ALL
+        .into_iter()
+        .find(|k| *k != EventKind::Unknown && k.detail_type() == detail_type);
+    let Some(kind) = kind else {
+        return Ok(EventBody::Unknown(UnknownEvent {
+            source: source.to_string(),
+            detail_type: detail_type.to_string(),
+        }));
+    };
+    let revisions = additional.map(source_revisions).unwrap_or_default();
+    Ok(match kind {
+        EventKind::PipelineExecution => {
+            let d: raw::PipelineDetail = typed(detail_type, detail)?;
+            EventBody::PipelineExecution(PipelineExecutionChange {
+                pipeline: d.pipeline,
+                execution_id: d.execution_id,
+                state: d.state,
+                trigger: d.execution_trigger.and_then(|t| {
+                    t.trigger_type.map(|trigger_type| Trigger {
+                        trigger_type,
+                        detail: t.trigger_detail,
+                    })
+                }),
+                source_revisions: revisions,
+                attempt: d.pipeline_execution_attempt.and_then(|v| v.as_u64()),
+            })
+        }
+        EventKind::StageExecution => {
+            let d: raw::StageDetail = typed(detail_type, detail)?;
+            EventBody::StageExecution(StageExecutionChange {
+                pipeline: d.pipeline,
+                execution_id: d.execution_id,
+                stage: d.stage,
+                state: d.state,
+                source_revisions: revisions,
+            })
+        }
+        EventKind::ActionExecution => {
+            let d: raw::ActionDetail = typed(detail_type, detail)?;
+            let t = d.action_type.unwrap_or_default();
+            let r = d.execution_result.unwrap_or_default();
+            EventBody::ActionExecution(ActionExecutionChange {
+                pipeline: d.pipeline,
+                execution_id: d.execution_id,
+                stage: d.stage,
+                action: d.action,
+                state: d.state,
+                action_type: ActionType {
+                    owner: t.owner.unwrap_or_default(),
+                    provider: t.provider.unwrap_or_default(),
+                    category: t.category.unwrap_or_default(),
+                },
+                result: ExecutionResult {
+                    external_execution_id: non_empty(r.external_execution_id),
+                    external_execution_url: non_empty(r.external_execution_url),
+                    external_execution_summary: non_empty(r.external_execution_summary),
+                    error_code: non_empty(r.error_code),
+                },
+            })
+        }
+        EventKind::BuildState => {
+            let d: raw::BuildDetail = typed(detail_type, detail)?;
+            let info = d.additional_information.unwrap_or_default();
+            EventBody::BuildState(BuildStateChange {
+                build_id: short_build_id(&d.build_id),
+                project: d.project_name,
+                status: d.build_status,
+                started_at: info.build_start_time.as_deref().and_then(parse_codebuild_time),
+                initiator: info.initiator,
+                logs_url: info.logs.and_then(|l| l.deep_link),
+                phases: info.phases.into_iter().map(raw::Phase::into_phase).collect(),
+            })
+        }
+        EventKind::BuildPhase => {
+            let d: raw::BuildPhaseDetail = typed(detail_type, detail)?;
+            let info = d.additional_information.unwrap_or_default();
+            EventBody::BuildPhase(BuildPhaseChange {
+                build_id: short_build_id(&d.build_id),
+                project: d.project_name,
+                phase: BuildPhase {
+                    phase: d.completed_phase,
+                    status: d.completed_phase_status,
+                    started_at: d.completed_phase_start.as_deref().and_then(parse_codebuild_time),
+                    ended_at: d.completed_phase_end.as_deref().and_then(parse_codebuild_time),
+                    duration_secs: d.completed_phase_duration_seconds.and_then(|v| v.as_i64()),
+                },
+                logs_url: info.logs.and_then(|l| l.deep_link),
+            })
+        }
+        EventKind::DeploymentState => {
+            let d: raw::DeployDetail = typed(detail_type, detail)?;
+            EventBody::DeploymentState(DeploymentStateChange {
+                deployment_id: d.deployment_id,
+                application: d.application.unwrap_or_default(),
+                deployment_group: d.deployment_group.unwrap_or_default(),
+                state: d.state,
+            })
+        }
+        EventKind::InstanceState => {
+            let d: raw::InstanceDetail = typed(detail_type, detail)?;
+            EventBody::InstanceState(InstanceStateChange {
+                deployment_id: d.deployment_id,
+                instance_id: d.instance_id,
+                application: d.application.unwrap_or_default(),
+                deployment_group: d.deployment_group.unwrap_or_default(),
+                state: d.state,
+            })
+        }
+        EventKind::StackStatus => {
+            let d: raw::StackDetail = typed(detail_type, detail)?;
+            EventBody::StackStatus(StackStatusChange {
+                stack_name: stack_name(&d.stack_id),
+                stack_id: d.stack_id,
+                status: d.status_details.status,
+                reason: non_empty(d.status_details.status_reason),
+                client_request_token: non_empty(d.client_request_token),
+            })
+        }
+        EventKind::ResourceStatus => {
+            let d: raw::ResourceDetail = typed(detail_type, detail)?;
+            EventBody::ResourceStatus(ResourceStatusChange {
+                stack_name: stack_name(&d.stack_id),
+                stack_id: d.stack_id,
+                logical_resource_id: d.logical_resource_id,
+                physical_resource_id: non_empty(d.physical_resource_id),
+                resource_type: d.resource_type,
+                status: d.status_details.status,
+                reason: non_empty(d.status_details.status_reason),
+            })
+        }
+        EventKind::DriftDetection => {
+            let d: raw::DriftDetail = typed(detail_type, detail)?;
+            let status = d.status_details.unwrap_or_default();
+            EventBody::DriftDetection(DriftDetectionChange {
+                stack_name: stack_name(&d.stack_id),
+                stack_id: d.stack_id,
+                detection_id: d.stack_drift_detection_id,
+                drift_status: status.stack_drift_status,
+                detection_status: status.detection_status,
+                drifted_resources: d
+                    .drift_detection_details
+                    .and_then(|x| x.drifted_stack_resource_count)
+                    .and_then(|v| v.as_u64()),
+            })
+        }
+        EventKind::AlarmState => {
+            let d: raw::AlarmDetail = typed(detail_type, detail)?;
+            EventBody::AlarmState(AlarmStateChange {
+                alarm_name: d.alarm_name,
+                state: d.state.value,
+                previous_state: d.previous_state.map(|s| s.value),
+                reason: d.state.reason,
+                changed_at: d.state.timestamp.as_deref().and_then(parse_cloudwatch_time),
+            })
+        }
+        EventKind::Unknown => unreachable!("unknown kinds return early"),
+    })
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+/// `additionalAttributes.sourceActions` of processed notifications: the commit behind an execution.
+fn source_revisions(additional: &Value) -> Vec<SourceRevision> {
+    let Some(actions) = additional.get("sourceActions").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    actions
+        .iter()
+        .filter_map(|a| {
+            let vars = a.get("sourceActionVariables").cloned().unwrap_or(Value::Null);
+            Some(SourceRevision {
+                action: text(a, "sourceActionName")?,
+                provider: text(a, "sourceActionProvider"),
+                revision_id: text(&vars, "CommitId"),
+                summary: text(&vars, "CommitMessage"),
+                url: None,
+                branch: text(&vars, "BranchName"),
+                repository: text(&vars, "RepositoryName").or_else(|| text(&vars, "FullRepositoryName")),
+            })
+        })
+        .collect()
+}
+
+/// CodePipeline names a CodeBuild build `project:uuid`; CodeBuild events carry its ARN.
+pub fn short_build_id(build_id: &str) -> String {
+    match build_id.split_once(":build/") {
+        Some((_, short)) => short.to_string(),
+        None => build_id.to_string(),
+    }
+}
+
+/// `arn:aws:cloudformation:region:account:stack/name/uuid` -> `name`.
+pub fn stack_name(stack_id: &str) -> String {
+    match stack_id.split_once(":stack/") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest).to_string(),
+        None => stack_id.to_string(),
+    }
+}
+
+/// CodeBuild writes times as "Sep 1, 2017 4:12:29 PM" (UTC); newer events may use RFC 3339.
+pub fn parse_codebuild_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(s, "%b %e, %Y %l:%M:%S %p")
+        .ok()
+        .map(|n| Utc.from_utc_datetime(&n))
+}
+
+/// CloudWatch writes "2019-10-02T17:04:40.989+0000".
+pub fn parse_cloudwatch_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(s))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn parse_job(job: &Value) -> Result<PipelineJob, ParseError> {
+    let j: raw::Job = typed("CodePipeline job", job).map_err(|e| match e {
+        ParseError::Field { detail_type, path, problem } => ParseError::Field {
+            detail_type,
+            path: path.replacen("detail", "CodePipeline.job", 1),
+            problem,
+        },
+        other => other,
+    })?;
+    let data = j.data.unwrap_or_default();
+    let configuration = data.action_configuration.and_then(|c| c.configuration).unwrap_or_default();
+    Ok(PipelineJob {
+        id: j.id,
+        account_id: j.account_id.unwrap_or_default(),
+        function_name: configuration.function_name,
+        user_parameters: configuration.user_parameters,
+        continuation_token: data.continuation_token,
+        input_artifacts: data.input_artifacts.into_iter().filter_map(|a| a.name).collect(),
+    })
+}
+
+fn parse_approval(obj: &Map<String, Value>, approval: &Value) -> Result<ApprovalRequest, ParseError> {
+    let a: raw::Approval = typed("Manual approval", approval).map_err(|e| match e {
+        ParseError::Field { detail_type, path, problem } => ParseError::Field {
+            detail_type,
+            path: path.replacen("detail", "approval", 1),
+            problem,
+        },
+        other => other,
+    })?;
+    Ok(ApprovalRequest {
+        region: obj.get("region").and_then(Value::as_str).map(str::to_string),
+        pipeline: a.pipeline_name,
+        stage: a.stage_name,
+        action: a.action_name,
+        token: a.token,
+        expires: a.expires,
+        review_link: a.approval_review_link,
+        custom_data: a.custom_data,
+    })
+}
+
+/// The permissive raw shapes. Only fields Tollgate reads are declared; numbers that AWS writes either as numbers or
+/// strings are read as [`Value`].
+mod raw {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct PipelineDetail {
+        pub pipeline: String,
+        pub execution_id: String,
+        pub state: String,
+        #[serde(default)]
+        pub execution_trigger: Option<TriggerRaw>,
+        #[serde(default)]
+        pub pipeline_execution_attempt: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct TriggerRaw {
+        pub trigger_type: Option<String>,
+        pub trigger_detail: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct StageDetail {
+        pub pipeline: String,
+        pub execution_id: String,
+        pub stage: String,
+        pub state: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct ActionDetail {
+        pub pipeline: String,
+        pub execution_id: String,
+        pub stage: String,
+        pub action: String,
+        pub state: String,
+        #[serde(default, rename = "type")]
+        pub action_type: Option<TypeRaw>,
+        #[serde(default)]
+        pub execution_result: Option<ResultRaw>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct TypeRaw {
+        pub owner: Option<String>,
+        pub provider: Option<String>,
+        pub category: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct ResultRaw {
+        pub external_execution_id: Option<String>,
+        pub external_execution_url: Option<String>,
+        pub external_execution_summary: Option<String>,
+        pub error_code: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct BuildDetail {
+        pub build_status: String,
+        pub project_name: String,
+        pub build_id: String,
+        #[serde(default)]
+        pub additional_information: Option<BuildInfo>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct BuildPhaseDetail {
+        pub completed_phase: String,
+        pub project_name: String,
+        pub build_id: String,
+        pub completed_phase_status: Option<String>,
+        pub completed_phase_start: Option<String>,
+        pub completed_phase_end: Option<String>,
+        pub completed_phase_duration_seconds: Option<Value>,
+        #[serde(default)]
+        pub additional_information: Option<BuildInfo>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct BuildInfo {
+        pub build_start_time: Option<String>,
+        pub initiator: Option<String>,
+        pub logs: Option<Logs>,
+        #[serde(default)]
+        pub phases: Vec<Phase>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct Logs {
+        pub deep_link: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct Phase {
+        pub phase_type: String,
+        pub phase_status: Option<String>,
+        pub start_time: Option<String>,
+        pub end_time: Option<String>,
+        pub duration_in_seconds: Option<Value>,
+    }
+
+    impl Phase {
+        pub fn into_phase(self) -> BuildPhase {
+            BuildPhase {
+                phase: self.phase_type,
+                status: self.phase_status,
+                started_at: self.start_time.as_deref().and_then(parse_codebuild_time),
+                ended_at: self.end_time.as_deref().and_then(parse_codebuild_time),
+                duration_secs: self.duration_in_seconds.and_then(|v| v.as_i64()),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DeployDetail {
+        pub deployment_id: String,
+        pub state: String,
+        pub application: Option<String>,
+        pub deployment_group: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct InstanceDetail {
+        pub deployment_id: String,
+        pub instance_id: String,
+        pub state: String,
+        pub application: Option<String>,
+        pub deployment_group: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct StatusDetails {
+        pub status: String,
+        pub status_reason: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct StackDetail {
+        pub stack_id: String,
+        pub status_details: StatusDetails,
+        pub client_request_token: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct ResourceDetail {
+        pub stack_id: String,
+        pub logical_resource_id: String,
+        pub physical_resource_id: Option<String>,
+        pub resource_type: Option<String>,
+        pub status_details: StatusDetails,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct DriftDetail {
+        pub stack_id: String,
+        pub stack_drift_detection_id: Option<String>,
+        pub status_details: Option<DriftStatus>,
+        pub drift_detection_details: Option<DriftDetails>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct DriftStatus {
+        pub stack_drift_status: Option<String>,
+        pub detection_status: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct DriftDetails {
+        pub drifted_stack_resource_count: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AlarmDetail {
+        pub alarm_name: String,
+        pub state: AlarmState,
+        pub previous_state: Option<AlarmState>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct AlarmState {
+        pub value: String,
+        pub reason: Option<String>,
+        pub timestamp: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Job {
+        pub id: String,
+        pub account_id: Option<String>,
+        pub data: Option<JobData>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobData {
+        pub action_configuration: Option<ActionConfiguration>,
+        pub continuation_token: Option<String>,
+        #[serde(default)]
+        pub input_artifacts: Vec<Artifact>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ActionConfiguration {
+        pub configuration: Option<Configuration>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Configuration {
+        pub function_name: Option<String>,
+        pub user_parameters: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Artifact {
+        pub name: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Approval {
+        pub pipeline_name: String,
+        pub stage_name: String,
+        pub action_name: String,
+        pub token: String,
+        pub expires: Option<String>,
+        pub approval_review_link: Option<String>,
+        pub custom_data: Option<String>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codebuild_times_parse_as_utc() {
+        let t = parse_codebuild_time("Sep 1, 2017 4:12:29 PM").unwrap();
+        assert_eq!(t.to_rfc3339(), "2017-09-01T16:12:29+00:00");
+        let t = parse_codebuild_time("Nov 20, 2026 12:05:00 AM").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-20T00:05:00+00:00");
+        assert!(parse_codebuild_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn cloudwatch_times_parse() {
+        let t = parse_cloudwatch_time("2019-10-02T17:04:40.989+0000").unwrap();
+        assert_eq!(t.timestamp_millis(), 1_570_035_880_989);
+    }
+
+    #[test]
+    fn build_and_stack_ids_are_shortened() {
+        assert_eq!(
+            short_build_id("arn:aws:codebuild:us-west-2:123456789012:build/my-project:8745a7a9"),
+            "my-project:8745a7a9"
+        );
+        assert_eq!(short_build_id("my-project:8745a7a9"), "my-project:8745a7a9");
+        assert_eq!(stack_name("arn:aws:cloudformation:us-west-1:1:stack/teststack/abc-123"), "teststack");
+        assert_eq!(stack_name("arn:aws:cloudformation:us-west-1:1:stack/teststack"), "teststack");
+    }
+
+    #[test]
+    fn invalid_json_names_line_and_column() {
+        let err = parse_event(b"{\n  \"id\": 1,\n  oops\n}").unwrap_err();
+        match err {
+            ParseError::Json { line, column, .. } => assert_eq!((line, column), (3, 3)),
+            other => panic!("expected a JSON error, got {other:?}"),
+        }
+        assert!(parse_event(b"{\n  \"id\": 1,\n  oops\n}")
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid JSON at line 3, column 3"));
+    }
+
+    #[test]
+    fn missing_field_is_named_with_its_path() {
+        let body = br#"{"source":"aws.codepipeline","detail-type":"CodePipeline Stage Execution State Change",
+            "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"pipeline":"p","stage":"s","state":"STARTED"}}"#;
+        let err = parse_event(body).unwrap_err().to_string();
+        assert!(err.contains("execution-id"), "{err}");
+        assert!(err.starts_with("CodePipeline Stage Execution State Change event"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        let body = br#"{"source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
+            "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"deploymentId":7,"state":"START"}}"#;
+        let err = parse_event(body).unwrap_err().to_string();
+        assert!(err.contains("`detail.deploymentId`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_detail_type_is_kept_not_rejected() {
+        let body = br#"{"source":"aws.s3","detail-type":"Object Created","account":"1","region":"r",
+            "time":"2020-01-01T00:00:00Z","detail":{"bucket":{"name":"b"}}}"#;
+        let e = parse_event(body).unwrap();
+        assert_eq!(e.kind(), EventKind::Unknown);
+    }
+
+    #[test]
+    fn identity_ignores_envelope_id_and_key_order() {
+        let a = br#"{"id":"one","source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
+            "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"deploymentId":"d-1","state":"START"}}"#;
+        let b = br#"{"detail":{"state":"START","deploymentId":"d-1"},"id":"two","source":"aws.codedeploy",
+            "detail-type":"CodeDeploy Deployment State-change Notification","account":"1","region":"r","time":"2020-01-01T00:00:00Z"}"#;
+        let c = br#"{"id":"one","source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
+            "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"deploymentId":"d-1","state":"SUCCESS"}}"#;
+        let (a, b, c) = (parse_event(a).unwrap(), parse_event(b).unwrap(), parse_event(c).unwrap());
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+    }
+
+    #[test]
+    fn oversized_and_deeply_nested_input_is_refused() {
+        let big = vec![b' '; MAX_INPUT_BYTES + 1];
+        assert!(matches!(parse_event(&big), Err(ParseError::TooLarge { .. })));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let err = parse_event(deep.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn job_event_never_exposes_credentials() {
+        let body = br#"{"CodePipeline.job":{"id":"j-1","accountId":"1","data":{"actionConfiguration":{"configuration":
+            {"FunctionName":"f","UserParameters":"policy=prod"}},"artifactCredentials":{"secretAccessKey":"SECRET-XYZ",
+            "sessionToken":"TOKEN-XYZ","accessKeyId":"AKIA-XYZ"},"inputArtifacts":[{"name":"Src"}]}}}"#;
+        let Inbound::PipelineJob(job) = parse_inbound(body).unwrap() else { panic!("not a job") };
+        assert_eq!(job.user_parameters.as_deref(), Some("policy=prod"));
+        assert_eq!(job.input_artifacts, vec!["Src".to_string()]);
+        let shown = format!("{job:?}");
+        assert!(!shown.contains("SECRET-XYZ") && !shown.contains("TOKEN-XYZ") && !shown.contains("AKIA-XYZ"));
+    }
+}

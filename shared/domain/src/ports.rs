@@ -1,0 +1,120 @@
+//! Ports: what the domain needs from the outside world, as narrow traits. Adapters implement them over DynamoDB and
+//! SNS (`tollgate-aws`) and in memory ([`crate::memory`]).
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::DeliveryEvent;
+use crate::keys::{BuildKey, DeploymentKey, ExecutionKey, PipelineKey, StackKey};
+use crate::notify::Notification;
+use crate::timeline::{resolve_states, Resolved};
+
+/// A store failure, split by what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Throttling, timeouts, 5xx, lost connections: try again later.
+    #[error("store temporarily unavailable: {0}")]
+    Transient(String),
+    /// The request itself cannot succeed (validation, item too large, missing table): retrying will not help.
+    #[error("store refused the request: {0}")]
+    Permanent(String),
+}
+
+/// A notifier failure. Every failure is worth a retry: the event is already recorded and the notification is only
+/// marked sent once it was published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("notification not published: {0}")]
+pub struct NotifyError(pub String);
+
+/// What recording one event did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// False when the event had been recorded before (a duplicate delivery).
+    pub new: bool,
+    /// Every event of the event's record after the write, this one included. For series records (stacks, alarms,
+    /// instances), just this event.
+    pub history: Vec<DeliveryEvent>,
+    /// Keys of the notifications already published for this record.
+    pub notified: BTreeSet<String>,
+}
+
+/// A message that could not be processed, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The transport's id of the message (the SQS message id), or a digest of the body.
+    pub message_id: String,
+    pub received_at: DateTime<Utc>,
+    pub reason: String,
+    /// The body as received, cut to [`Rejected::MAX_BODY_BYTES`].
+    pub body: String,
+}
+
+impl Rejected {
+    pub const MAX_BODY_BYTES: usize = 300 * 1024;
+
+    pub fn new(message_id: &str, received_at: DateTime<Utc>, reason: String, body: &str) -> Rejected {
+        let mut end = body.len().min(Self::MAX_BODY_BYTES);
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        Rejected {
+            message_id: message_id.to_string(),
+            received_at,
+            reason,
+            body: body[..end].to_string(),
+        }
+    }
+}
+
+/// Writes events exactly once.
+#[async_trait]
+pub trait EventRecorder: Send + Sync {
+    /// Records the event with one conditional write keyed by its id; a duplicate changes nothing.
+    async fn record(&self, event: &DeliveryEvent) -> Result<Recorded, StoreError>;
+    /// Marks a notification of the event's record as published. Returns false if it already was.
+    async fn mark_notified(&self, event: &DeliveryEvent, key: &str) -> Result<bool, StoreError>;
+    /// Keeps a message that cannot be processed, with the reason.
+    async fn keep_rejected(&self, rejected: &Rejected) -> Result<(), StoreError>;
+}
+
+/// One execution of a pipeline as listed by time (no events, only its pipeline-level states).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionSummary {
+    pub key: ExecutionKey,
+    pub started_at: DateTime<Utc>,
+    pub pipeline_states: Vec<(DateTime<Utc>, String)>,
+}
+
+impl ExecutionSummary {
+    pub fn resolved(&self) -> Resolved {
+        resolve_states(&self.pipeline_states)
+    }
+}
+
+/// Reads what was recorded.
+#[async_trait]
+pub trait TimelineQueries: Send + Sync {
+    async fn execution_events(&self, key: &ExecutionKey) -> Result<Vec<DeliveryEvent>, StoreError>;
+    async fn build_events(&self, key: &BuildKey) -> Result<Vec<DeliveryEvent>, StoreError>;
+    async fn deployment_events(&self, key: &DeploymentKey) -> Result<Vec<DeliveryEvent>, StoreError>;
+    /// A stack's events between two times, oldest first.
+    async fn stack_events(
+        &self,
+        key: &StackKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryEvent>, StoreError>;
+    /// A pipeline's executions, newest first, at most `limit`.
+    async fn executions(&self, pipeline: &PipelineKey, limit: usize) -> Result<Vec<ExecutionSummary>, StoreError>;
+    /// Messages kept because they could not be processed, newest first, at most `limit`, received on `day`.
+    async fn rejected(&self, day: chrono::NaiveDate, limit: usize) -> Result<Vec<Rejected>, StoreError>;
+}
+
+/// Publishes notifications to engineers.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn publish(&self, notification: &Notification) -> Result<(), NotifyError>;
+}
