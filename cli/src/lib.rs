@@ -1,1 +1,11 @@
-//! placeholder
+//! The `tollgate` command-line tool's library: local runs against a local AWS endpoint, template reading, and
+//! rendering for engineers. The binary (`main.rs`) only parses arguments and calls in here.
+
+pub mod demo;
+pub mod local;
+pub mod render;
+pub mod template;
+
+pub(crate) fn is_failure_state(s: &str) -> bool {
+    tollgate_domain::timeline::is_failure(s)
+}

@@ -1,1 +1,11 @@
-//! placeholder
+//! Adapters of Tollgate's ports over the AWS SDK: [`DynamoDbStore`] (events and timelines in one DynamoDB table,
+//! see docs/table-design.md) and [`SnsNotifier`] (notifications on one SNS topic), plus the SDK configuration every
+//! binary shares ([`config`]).
+
+pub mod config;
+pub mod dynamodb;
+pub mod sns;
+
+pub use config::{required_env, sdk_config, ConfigError};
+pub use dynamodb::DynamoDbStore;
+pub use sns::SnsNotifier;

@@ -151,7 +151,11 @@ pub fn event_from_value(value: Value) -> Result<DeliveryEvent, ParseError> {
     let source = envelope_str(obj, &["source"])?.to_string();
     // Processed notifications (CodeStar Notifications) say `detailType` where EventBridge says `detail-type`.
     let detail_type = envelope_str(obj, &["detail-type", "detailType"])?.to_string();
-    let account = envelope_str(obj, &["account"])?.to_string();
+    let account = match envelope_str(obj, &["account"]) {
+        Ok(a) => a.to_string(),
+        // Some emitters (and local emulators) leave `account` out; the resource ARNs still name it.
+        Err(missing) => account_from_resources(obj).ok_or(missing)?,
+    };
     let region = envelope_str(obj, &["region"])?.to_string();
     let time_text = envelope_str(obj, &["time"])?;
     let time = DateTime::parse_from_rfc3339(time_text)
@@ -175,6 +179,17 @@ pub fn event_from_value(value: Value) -> Result<DeliveryEvent, ParseError> {
         time,
         body,
     })
+}
+
+/// The account of the first resource ARN that names one (`arn:partition:service:region:account:...`).
+fn account_from_resources(obj: &Map<String, Value>) -> Option<String> {
+    obj.get("resources")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|arn| arn.split(':').nth(4))
+        .find(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_string)
 }
 
 /// Tollgate's identity of an event: a digest of what it says (source, detail-type, account, region, time, detail),
@@ -823,6 +838,20 @@ mod tests {
             "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"deploymentId":7,"state":"START"}}"#;
         let err = parse_event(body).unwrap_err().to_string();
         assert!(err.contains("`detail.deploymentId`"), "{err}");
+    }
+
+    #[test]
+    fn missing_account_is_taken_from_the_resource_arns_or_refused() {
+        let with_arn = br#"{"source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
+            "region":"r","time":"2020-01-01T00:00:00Z","resources":["arn:aws:codedeploy:r:111122223333:application:a"],
+            "detail":{"deploymentId":"d-1","state":"START"}}"#;
+        assert_eq!(parse_event(with_arn).unwrap().account, "111122223333");
+        let without = br#"{"source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
+            "region":"r","time":"2020-01-01T00:00:00Z","resources":[],"detail":{"deploymentId":"d-1","state":"START"}}"#;
+        assert_eq!(
+            parse_event(without).unwrap_err().to_string(),
+            "not an EventBridge event: `account` is missing"
+        );
     }
 
     #[test]

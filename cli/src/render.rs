@@ -1,0 +1,104 @@
+//! Text for engineers: timelines and notifications as they read in a terminal.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tollgate_domain::notify::human_duration;
+use tollgate_domain::timeline::ExecutionTimeline;
+
+fn hm(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "--:--:--".into())
+}
+
+fn took(secs: Option<i64>) -> String {
+    secs.map(human_duration).unwrap_or_default()
+}
+
+/// One execution, stage by stage.
+pub fn timeline(t: &ExecutionTimeline) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} / {}  {}  {} -> {}  {}",
+        t.pipeline,
+        t.execution_id,
+        t.state,
+        t.started_at.map(|s| s.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "?".into()),
+        hm(t.ended_at),
+        took(t.duration_secs)
+    );
+    if let Some(tr) = &t.trigger {
+        let _ = writeln!(out, "  trigger   {} {}", tr.trigger_type, tr.detail.as_deref().unwrap_or(""));
+    }
+    for r in &t.source_revisions {
+        let _ = writeln!(
+            out,
+            "  source    {} {} {}",
+            r.action,
+            r.revision_id.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("?"),
+            r.summary.as_deref().unwrap_or("")
+        );
+    }
+    for s in &t.stages {
+        let _ = writeln!(out, "  stage {:<12} {:<10} {} -> {}  {}", s.name, s.state, hm(s.started_at), hm(s.ended_at), took(s.duration_secs));
+        for a in &s.actions {
+            let _ = writeln!(
+                out,
+                "    action {:<11} {:<10} {} -> {}  {:<8} {}{}",
+                a.name,
+                a.state,
+                hm(a.started_at),
+                hm(a.ended_at),
+                took(a.duration_secs),
+                a.provider,
+                a.error_code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default()
+            );
+            if let Some(b) = &a.build {
+                let phases: Vec<String> = b
+                    .phases
+                    .iter()
+                    .filter(|p| p.duration_secs.unwrap_or(0) > 0)
+                    .map(|p| format!("{} {}", p.phase, took(p.duration_secs)))
+                    .collect();
+                let _ = writeln!(out, "      build  {} {} {}  [{}]", b.build_id, b.status, took(b.duration_secs), phases.join(", "));
+            }
+            if let Some(d) = &a.deployment {
+                let _ = writeln!(
+                    out,
+                    "      deploy {} {}/{} {} {}",
+                    d.deployment_id,
+                    d.application,
+                    d.deployment_group,
+                    d.state,
+                    took(d.duration_secs)
+                );
+            }
+            if crate::is_failure_state(&a.state) {
+                if let Some(summary) = &a.summary {
+                    let _ = writeln!(out, "      why    {summary}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "  ({} distinct events)", t.event_count);
+    out
+}
+
+/// A chat notification as a person reads it.
+pub fn chat(doc: &Value, attributes: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let content = &doc["content"];
+    let _ = writeln!(out, "{}", content["title"].as_str().unwrap_or("(no title)"));
+    for line in content["description"].as_str().unwrap_or_default().lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    if let Some(steps) = content["nextSteps"].as_array() {
+        for s in steps {
+            let _ = writeln!(out, "  -> {}", s.as_str().unwrap_or_default());
+        }
+    }
+    let attrs: Vec<String> = attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(out, "  [{}] thread {}", attrs.join(" "), doc["metadata"]["threadId"].as_str().unwrap_or("-"));
+    out
+}

@@ -1,0 +1,402 @@
+//! [`DynamoDbStore`]: the event store and timeline queries over one DynamoDB table (single-table design, see
+//! docs/table-design.md). It reproduces the semantics of `tollgate_domain::memory::MemoryStore`: one record per
+//! subject, idempotency by event id, notification markers on the item that recorded the event.
+//!
+//! Recording a new event is one conditional write and nothing else: the condition carries the idempotency (the event
+//! id is the attribute or item it creates) and the write returns the record's history, so there is no read before
+//! it and none after it.
+
+mod error;
+mod item;
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, NaiveDate, Utc};
+use tollgate_domain::event::DeliveryEvent;
+use tollgate_domain::keys::{
+    deployment_pk, execution_pk, pipeline_gsi_pk, rejected_pk, series_sk, BuildKey, DeploymentKey, ExecutionKey,
+    Layout, PipelineKey, StackKey, Subject, AGGREGATE_SK,
+};
+use tollgate_domain::ports::{
+    EventRecorder, ExecutionSummary, Recorded, Rejected, StoreError, TimelineQueries,
+};
+
+use error::store_error;
+use item::{s, Item};
+
+/// How long records are kept when the caller has no reason to choose: long enough to compare a pipeline's
+/// executions over a quarter.
+pub const DEFAULT_RETENTION_DAYS: i64 = 90;
+
+/// The DynamoDB adapter of [`EventRecorder`] and [`TimelineQueries`].
+#[derive(Debug, Clone)]
+pub struct DynamoDbStore {
+    client: Client,
+    table: String,
+    retention_days: i64,
+}
+
+/// One Query, possibly over several pages.
+struct Query {
+    operation: &'static str,
+    index: Option<&'static str>,
+    key_condition: &'static str,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    newest_first: bool,
+    limit: Option<usize>,
+    projection: Option<String>,
+}
+
+impl DynamoDbStore {
+    /// `retention_days`: how long after its (first) event a record expires through the table's TTL.
+    pub fn new(client: Client, table: impl Into<String>, retention_days: i64) -> Self {
+        DynamoDbStore {
+            client,
+            table: table.into(),
+            retention_days,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The item that holds `event` (its aggregate item, or its own series item).
+    fn item_key(event: &DeliveryEvent) -> (String, String) {
+        let subject = event.subject();
+        match subject.layout() {
+            Layout::Aggregate => (subject.pk(), AGGREGATE_SK.to_string()),
+            Layout::Series => (subject.pk(), series_sk(&event.time, &event.id)),
+        }
+    }
+
+    async fn get(&self, operation: &str, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(&format!("GetItem ({operation}) of {pk}"), &self.table, &e))?;
+        Ok(out.item)
+    }
+
+    async fn query(&self, q: Query) -> Result<Vec<Item>, StoreError> {
+        let mut items: Vec<Item> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let remaining = q.limit.map(|l| l.saturating_sub(items.len()));
+            if remaining == Some(0) {
+                break;
+            }
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(q.index.map(str::to_string))
+                .key_condition_expression(q.key_condition)
+                .set_expression_attribute_names(Some(q.names.clone()))
+                .set_expression_attribute_values(Some(q.values.clone()))
+                .scan_index_forward(!q.newest_first)
+                .set_limit(remaining.map(|r| i32::try_from(r).unwrap_or(i32::MAX)))
+                .set_projection_expression(q.projection.clone())
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error(q.operation, &self.table, &e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
+    async fn aggregate_events(&self, operation: &str, pk: String) -> Result<Vec<DeliveryEvent>, StoreError> {
+        match self.get(operation, &pk, AGGREGATE_SK).await? {
+            Some(found) => item::aggregate_history(&pk, &found),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn record_aggregate(&self, event: &DeliveryEvent, subject: &Subject) -> Result<Recorded, StoreError> {
+        let pk = subject.pk();
+        let update = item::aggregate_update(event, subject, self.retention_days)?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(AGGREGATE_SK))
+            .update_expression(update.expression())
+            .condition_expression(format!("attribute_not_exists(#{})", item::EVENT_PLACEHOLDER))
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let (new, stored) = match result {
+            Ok(out) => (true, out.attributes.unwrap_or_default()),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(e)) => {
+                    let old = match e.item() {
+                        Some(old) => old.clone(),
+                        None => self.duplicate_fallback(&pk, AGGREGATE_SK, &event.id).await?,
+                    };
+                    (false, old)
+                }
+                _ => return Err(store_error(&format!("UpdateItem (record) of {pk}"), &self.table, &err)),
+            },
+        };
+        let recorded = Recorded {
+            new,
+            history: item::aggregate_history(&pk, &stored)?,
+            notified: item::notified(&stored),
+        };
+        tracing::debug!(new, events = recorded.history.len(), "recorded on aggregate");
+        Ok(recorded)
+    }
+
+    async fn record_series(&self, event: &DeliveryEvent, subject: &Subject) -> Result<Recorded, StoreError> {
+        let (pk, sk) = (subject.pk(), series_sk(&event.time, &event.id));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item::series_item(event, pk.clone(), sk.clone(), self.retention_days)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let recorded = match result {
+            Ok(_) => Recorded {
+                new: true,
+                history: vec![event.clone()],
+                notified: BTreeSet::new(),
+            },
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(e)) => {
+                    let old = match e.item() {
+                        Some(old) => old.clone(),
+                        None => self.duplicate_fallback(&pk, &sk, &event.id).await?,
+                    };
+                    let stored = if old.contains_key(item::EVENT) { item::series_event(&old)? } else { event.clone() };
+                    Recorded {
+                        new: false,
+                        history: vec![stored],
+                        notified: item::notified(&old),
+                    }
+                }
+                _ => return Err(store_error(&format!("PutItem (record) of {pk} {sk}"), &self.table, &err)),
+            },
+        };
+        tracing::debug!(new = recorded.new, "recorded as series item");
+        Ok(recorded)
+    }
+
+    /// The item a failed condition was about, when the answer did not carry it (emulators that ignore
+    /// ReturnValuesOnConditionCheckFailure). The condition only fails on an item that exists; if it is gone by now
+    /// (expired), a retry will record the event afresh.
+    async fn duplicate_fallback(&self, pk: &str, sk: &str, event_id: &str) -> Result<Item, StoreError> {
+        tracing::debug!(pk, "condition failed without the old item; reading it");
+        self.get("duplicate", pk, sk).await?.ok_or_else(|| {
+            StoreError::Transient(format!(
+                "event {event_id}: the write to {pk} {sk} on table {} found it recorded, but the item is gone now",
+                self.table
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl EventRecorder for DynamoDbStore {
+    #[tracing::instrument(skip_all, fields(table = %self.table, event_id = %event.id, kind = event.kind().as_str()))]
+    async fn record(&self, event: &DeliveryEvent) -> Result<Recorded, StoreError> {
+        let subject = event.subject();
+        match subject.layout() {
+            Layout::Aggregate => self.record_aggregate(event, &subject).await,
+            Layout::Series => self.record_series(event, &subject).await,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, event_id = %event.id, key))]
+    async fn mark_notified(&self, event: &DeliveryEvent, key: &str) -> Result<bool, StoreError> {
+        let (pk, sk) = Self::item_key(event);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(&sk))
+            .update_expression("SET #n = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(#n)")
+            .expression_attribute_names("#n", item::marker_attr(key))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(true),
+            Err(err) => err,
+        };
+        let Some(UpdateItemError::ConditionalCheckFailedException(e)) = err.as_service_error() else {
+            return Err(store_error(&format!("UpdateItem (mark notified) of {pk} {sk}"), &self.table, &err));
+        };
+        // The condition failed: the marker was there, or the record was not. An old item in the answer settles it.
+        let exists = match e.item() {
+            Some(_) => true,
+            None => self.get("mark notified", &pk, &sk).await?.is_some(),
+        };
+        if exists {
+            Ok(false)
+        } else {
+            Err(StoreError::Permanent(format!(
+                "no record of event {} to mark notification {key} on: item {pk} {sk} does not exist in table {}",
+                event.id, self.table
+            )))
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, message_id = %rejected.message_id))]
+    async fn keep_rejected(&self, rejected: &Rejected) -> Result<(), StoreError> {
+        let pk = rejected_pk(&rejected.received_at.date_naive());
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item::rejected_item(rejected, pk.clone(), self.retention_days)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Kept by an earlier delivery of the same message.
+            Err(err) if matches!(err.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+                Ok(())
+            }
+            Err(err) => Err(store_error(&format!("PutItem (keep rejected) in {pk}"), &self.table, &err)),
+        }
+    }
+}
+
+#[async_trait]
+impl TimelineQueries for DynamoDbStore {
+    #[tracing::instrument(skip_all, fields(table = %self.table, execution_id = %key.execution_id))]
+    async fn execution_events(&self, key: &ExecutionKey) -> Result<Vec<DeliveryEvent>, StoreError> {
+        self.aggregate_events("execution events", execution_pk(key)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, build_id = %key.build_id))]
+    async fn build_events(&self, key: &BuildKey) -> Result<Vec<DeliveryEvent>, StoreError> {
+        self.aggregate_events("build events", Subject::Build(key.clone()).pk()).await
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, deployment_id = %key.deployment_id))]
+    async fn deployment_events(&self, key: &DeploymentKey) -> Result<Vec<DeliveryEvent>, StoreError> {
+        self.aggregate_events("deployment events", deployment_pk(key)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, stack = %key.stack_name, %from, %to))]
+    async fn stack_events(
+        &self,
+        key: &StackKey,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryEvent>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let pk = Subject::Stack(key.clone()).pk();
+        // Sort keys hold whole seconds: the range is widened to the seconds around it, then cut exactly by time.
+        let items = self
+            .query(Query {
+                operation: "Query (stack events)",
+                index: None,
+                key_condition: "#pk = :pk AND #sk BETWEEN :from AND :to",
+                names: HashMap::from([
+                    ("#pk".to_string(), "pk".to_string()),
+                    ("#sk".to_string(), "sk".to_string()),
+                    ("#event".to_string(), item::EVENT.to_string()),
+                ]),
+                values: HashMap::from([
+                    (":pk".to_string(), s(&pk)),
+                    (":from".to_string(), s(format!("EV#{}", item::sort_time(&from)))),
+                    (":to".to_string(), s(format!("EV#{}~", item::sort_time(&to)))),
+                ]),
+                newest_first: false,
+                limit: None,
+                projection: Some("#pk, #event".to_string()),
+            })
+            .await?;
+        let mut events = Vec::with_capacity(items.len());
+        for found in &items {
+            let event = item::series_event(found)?;
+            if event.time >= from && event.time <= to {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, pipeline = %pipeline.pipeline, limit))]
+    async fn executions(&self, pipeline: &PipelineKey, limit: usize) -> Result<Vec<ExecutionSummary>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let names: HashMap<String, String> =
+            item::SUMMARY_ATTRIBUTES.iter().map(|a| (format!("#{a}"), a.to_string())).collect();
+        let projection = item::SUMMARY_ATTRIBUTES.iter().map(|a| format!("#{a}")).collect::<Vec<_>>().join(", ");
+        let mut query_names = names;
+        query_names.insert("#gsi1pk".into(), "gsi1pk".into());
+        let items = self
+            .query(Query {
+                operation: "Query (executions of a pipeline, index gsi1)",
+                index: Some(item::GSI1),
+                key_condition: "#gsi1pk = :pk",
+                names: query_names,
+                values: HashMap::from([(":pk".to_string(), s(pipeline_gsi_pk(pipeline)))]),
+                newest_first: true,
+                limit: Some(limit),
+                projection: Some(projection),
+            })
+            .await?;
+        items.iter().map(item::execution_summary).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, %day, limit))]
+    async fn rejected(&self, day: NaiveDate, limit: usize) -> Result<Vec<Rejected>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(Query {
+                operation: "Query (rejected messages)",
+                index: None,
+                key_condition: "#pk = :pk",
+                names: HashMap::from([("#pk".to_string(), "pk".to_string())]),
+                values: HashMap::from([(":pk".to_string(), s(rejected_pk(&day)))]),
+                newest_first: true,
+                limit: Some(limit),
+                projection: None,
+            })
+            .await?;
+        let mut out = items.iter().map(item::rejected).collect::<Result<Vec<_>, _>>()?;
+        // The sort key holds milliseconds; order by the exact time as the in-memory store does.
+        out.sort_by_key(|r| std::cmp::Reverse(r.received_at));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,370 @@
+//! The adapter at the SDK's HTTP layer: the exact requests it sends, and what it makes of DynamoDB's answers
+//! (errors are real HTTP answers, parsed by the SDK as in production).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use serde_json::{json, Value};
+use tollgate_domain::event::DeliveryEvent;
+use tollgate_domain::parse::parse_event;
+use tollgate_domain::ports::{EventRecorder, Rejected, StoreError};
+
+use super::*;
+
+const TABLE: &str = "tollgate-test";
+
+fn client(rules: &[&Rule]) -> Client {
+    // No retries: each answer below is the final one, and a test of "transient" must not wait out a backoff.
+    mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, rules, |b| b.retry_config(RetryConfig::disabled()))
+}
+
+fn store(rules: &[&Rule]) -> DynamoDbStore {
+    DynamoDbStore::new(client(rules), TABLE, 30)
+}
+
+fn fixture(name: &str) -> DeliveryEvent {
+    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    parse_event(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The demo story's events, in file order.
+fn story() -> Vec<DeliveryEvent> {
+    let text = include_str!("../../../../events/story/failed-deploy-and-fix.json");
+    let values: Vec<Value> = serde_json::from_str(text).unwrap();
+    values.into_iter().map(|v| parse_event(v.to_string().as_bytes()).unwrap()).collect()
+}
+
+fn pipeline_started() -> DeliveryEvent {
+    story().into_iter().next().unwrap()
+}
+
+/// The item as DynamoDB JSON (`{"attr": {"S": ...}}`), for HTTP answers.
+fn wire_item(item: &HashMap<String, AttributeValue>) -> Value {
+    let attrs = item.iter().map(|(k, v)| {
+        let v = match v {
+            AttributeValue::S(s) => json!({ "S": s }),
+            AttributeValue::N(n) => json!({ "N": n }),
+            AttributeValue::Ss(ss) => json!({ "SS": ss }),
+            other => panic!("no wire form for {other:?} in these tests"),
+        };
+        (k.clone(), v)
+    });
+    Value::Object(attrs.collect())
+}
+
+fn aggregate_item(events: &[&DeliveryEvent], markers: &[&str]) -> HashMap<String, AttributeValue> {
+    let pk = events[0].subject().pk();
+    let mut item = HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(AGGREGATE_SK))]);
+    for e in events {
+        item.insert(item::event_attr(&e.id), s(serde_json::to_string(e).unwrap()));
+    }
+    for m in markers {
+        item.insert(item::marker_attr(m), s("2026-11-20T09:25:03Z"));
+    }
+    item
+}
+
+fn error_body(code: &str, message: &str, item: Option<&HashMap<String, AttributeValue>>) -> String {
+    let mut body = json!({ "__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": message });
+    if let Some(item) = item {
+        body["Item"] = wire_item(item);
+    }
+    body.to_string()
+}
+
+#[tokio::test]
+async fn new_execution_event_is_one_conditional_update_returning_the_history() {
+    let event = pipeline_started();
+    let pk = event.subject().pk();
+    let ev_name = format!("ev:{}", event.id);
+    let stored = aggregate_item(&[&event], &[]);
+    let expected_pk = pk.clone();
+    let rule = mock!(Client::update_item)
+        .match_requests(move |req| {
+            let names = req.expression_attribute_names().cloned().unwrap_or_default();
+            let values = req.expression_attribute_values().cloned().unwrap_or_default();
+            let expr = req.update_expression().unwrap_or_default();
+            req.table_name() == Some(TABLE)
+                && req.key().and_then(|k| k.get("pk")) == Some(&s(&expected_pk))
+                && req.key().and_then(|k| k.get("sk")) == Some(&s("STATE"))
+                && req.condition_expression() == Some("attribute_not_exists(#ev)")
+                && names.get("#ev") == Some(&ev_name)
+                && req.return_values() == Some(&ReturnValue::AllNew)
+                && req.return_values_on_condition_check_failure() == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
+                && expr.starts_with("SET #ev = :ev, ")
+                && expr.contains("#kind = if_not_exists(#kind, :kind)")
+                && expr.contains("#ttl = if_not_exists(#ttl, :ttl)")
+                // A pipeline STARTED sets the start time unconditionally and adds its state.
+                && expr.contains("#gsi1sk = :gsi1sk")
+                && expr.ends_with(" ADD #pstates :pstates")
+                && values.get(":kind") == Some(&s("execution"))
+                && values.get(":gsi1pk") == Some(&s("PIPE#111122223333#eu-west-1#checkout-service"))
+                && values.get(":gsi1sk") == Some(&s("2026-11-20T09:00:00Z#ed085d02-372a-4b03-ba8a-c1df62a84ced"))
+                && values.get(":pstates") == Some(&AttributeValue::Ss(vec!["2026-11-20T09:00:00Z|STARTED".into()]))
+                && values.get(":ttl") == Some(&AttributeValue::N((1_795_165_200 + 30 * 86_400).to_string()))
+                && serde_json::from_str::<DeliveryEvent>(values[":ev"].as_s().unwrap()).ok().as_ref()
+                    == Some(&pipeline_started())
+        })
+        .then_output(move || UpdateItemOutput::builder().set_attributes(Some(stored.clone())).build());
+    let recorded = store(&[&rule]).record(&event).await.unwrap();
+    assert_eq!(rule.num_calls(), 1);
+    assert!(recorded.new);
+    assert_eq!(recorded.history, vec![event]);
+    assert!(recorded.notified.is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_event_returns_the_stored_history_without_a_read() {
+    let events = story();
+    let (started, stage) = (&events[0], &events[1]);
+    let old = aggregate_item(&[started, stage], &["execution_failed#x"]);
+    let rule = mock!(Client::update_item)
+        .sequence()
+        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", Some(&old))))
+        .build();
+    // Sequential rules: a GetItem here would panic for want of a rule.
+    let recorded = store(&[&rule]).record(stage).await.unwrap();
+    assert_eq!(rule.num_calls(), 1);
+    assert!(!recorded.new);
+    let mut expected = vec![started.clone(), stage.clone()];
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(recorded.history, expected);
+    assert_eq!(recorded.notified.into_iter().collect::<Vec<_>>(), ["execution_failed#x"]);
+}
+
+#[tokio::test]
+async fn duplicate_without_the_old_item_reads_it_once() {
+    let event = pipeline_started();
+    let old = aggregate_item(&[&event], &[]);
+    let update = mock!(Client::update_item)
+        .sequence()
+        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", None)))
+        .build();
+    let get = mock!(Client::get_item)
+        .match_requests(|req| req.consistent_read() == Some(true) && req.key().and_then(|k| k.get("sk")) == Some(&s("STATE")))
+        .then_output(move || GetItemOutput::builder().set_item(Some(old.clone())).build());
+    let recorded = store(&[&update, &get]).record(&event).await.unwrap();
+    assert_eq!((update.num_calls(), get.num_calls()), (1, 1));
+    assert!(!recorded.new);
+    assert_eq!(recorded.history, vec![event]);
+}
+
+#[tokio::test]
+async fn throttling_is_transient() {
+    for code in ["ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"] {
+        let rule = mock!(Client::update_item)
+            .sequence()
+            .http_status(400, Some(error_body(code, "slow down", None)))
+            .build();
+        let err = store(&[&rule]).record(&pipeline_started()).await.unwrap_err();
+        let StoreError::Transient(message) = &err else { panic!("{code}: expected transient, got {err:?}") };
+        assert!(message.contains("UpdateItem") && message.contains(TABLE) && message.contains(code), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_transient() {
+    let rule = mock!(Client::get_item)
+        .sequence()
+        .http_status(500, Some(error_body("InternalServerError", "internal", None)))
+        .build();
+    let key = ExecutionKey {
+        account: "1".into(),
+        region: "r".into(),
+        pipeline: "p".into(),
+        execution_id: "e".into(),
+    };
+    let err = store(&[&rule]).execution_events(&key).await.unwrap_err();
+    assert!(matches!(err, StoreError::Transient(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn validation_error_is_permanent_and_says_what_failed() {
+    let rule = mock!(Client::update_item)
+        .sequence()
+        .http_status(400, Some(error_body("ValidationException", "Item size has exceeded the maximum allowed size", None)))
+        .build();
+    let event = pipeline_started();
+    let err = store(&[&rule]).record(&event).await.unwrap_err();
+    let StoreError::Permanent(message) = &err else { panic!("expected permanent, got {err:?}") };
+    assert!(message.contains("UpdateItem"), "{message}");
+    assert!(message.contains(TABLE), "{message}");
+    assert!(message.contains(&event.subject().pk()), "{message}");
+    assert!(message.contains("Item size has exceeded"), "{message}");
+}
+
+#[tokio::test]
+async fn missing_table_is_permanent() {
+    let rule = mock!(Client::put_item)
+        .sequence()
+        .http_status(400, Some(error_body("ResourceNotFoundException", "Requested resource not found", None)))
+        .build();
+    let r = Rejected::new("m-1", "2026-11-20T09:00:00Z".parse().unwrap(), "bad".into(), "{}");
+    let err = store(&[&rule]).keep_rejected(&r).await.unwrap_err();
+    assert!(matches!(err, StoreError::Permanent(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn unreadable_stored_event_is_permanent_and_names_the_attribute() {
+    let event = pipeline_started();
+    let mut stored = aggregate_item(&[&event], &[]);
+    stored.insert("ev:garbage".into(), s("{not json"));
+    let rule = mock!(Client::update_item).then_output(move || UpdateItemOutput::builder().set_attributes(Some(stored.clone())).build());
+    let err = store(&[&rule]).record(&event).await.unwrap_err();
+    let StoreError::Permanent(message) = &err else { panic!("expected permanent, got {err:?}") };
+    assert!(message.contains(&event.subject().pk()) && message.contains("ev:garbage"), "{message}");
+}
+
+#[tokio::test]
+async fn later_execution_events_only_fill_in_the_start_time() {
+    let stage = story().into_iter().nth(1).unwrap();
+    let stored = aggregate_item(&[&stage], &[]);
+    let rule = mock!(Client::update_item)
+        .match_requests(|req| {
+            let expr = req.update_expression().unwrap_or_default();
+            expr.contains("#gsi1sk = if_not_exists(#gsi1sk, :gsi1sk)")
+                && !expr.contains("ADD")
+                && req.expression_attribute_values().and_then(|v| v.get(":gsi1sk"))
+                    == Some(&s("2026-11-20T09:00:01Z#ed085d02-372a-4b03-ba8a-c1df62a84ced"))
+        })
+        .then_output(move || UpdateItemOutput::builder().set_attributes(Some(stored.clone())).build());
+    assert!(store(&[&rule]).record(&stage).await.unwrap().new);
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn deployment_status_index_is_set_by_terminal_states_and_filled_in_by_others() {
+    let events = story();
+    let deployments: Vec<&DeliveryEvent> = events
+        .iter()
+        .filter(|e| matches!(e.body, tollgate_domain::event::EventBody::DeploymentState(_)))
+        .collect();
+    let failure = deployments
+        .iter()
+        .find(|e| matches!(&e.body, tollgate_domain::event::EventBody::DeploymentState(d) if d.state == "FAILURE"))
+        .copied()
+        .expect("the story has a failed deployment");
+    let start = deployments
+        .iter()
+        .find(|e| matches!(&e.body, tollgate_domain::event::EventBody::DeploymentState(d) if d.state == "START"))
+        .copied()
+        .expect("the story has a started deployment");
+    for (event, status, conditional) in [(failure, "DEPLOY#FAILURE", false), (start, "DEPLOY#IN_PROGRESS", true)] {
+        let stored = aggregate_item(&[event], &[]);
+        let Subject::Deployment(key) = event.subject() else { unreachable!() };
+        let suffix = format!("#111122223333#eu-west-1#{}", key.deployment_id);
+        let rule = mock!(Client::update_item)
+            .match_requests(move |req| {
+                let expr = req.update_expression().unwrap_or_default();
+                let values = req.expression_attribute_values().cloned().unwrap_or_default();
+                let set = if conditional { "#gsi2pk = if_not_exists(#gsi2pk, :gsi2pk)" } else { "#gsi2pk = :gsi2pk," };
+                expr.contains(set)
+                    && values.get(":gsi2pk") == Some(&s(status))
+                    && values.get(":kind") == Some(&s("deployment"))
+                    && values[":gsi2sk"].as_s().unwrap().ends_with(&suffix)
+            })
+            .then_output(move || UpdateItemOutput::builder().set_attributes(Some(stored.clone())).build());
+        store(&[&rule]).record(event).await.unwrap();
+        assert_eq!(rule.num_calls(), 1, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn series_event_is_one_conditional_put() {
+    let event = fixture("cloudformation-stack-status-change.json");
+    let pk = event.subject().pk();
+    let sk = series_sk(&event.time, &event.id);
+    let rule = mock!(Client::put_item)
+        .match_requests(move |req| {
+            let item = req.item().cloned().unwrap_or_default();
+            item.get("pk") == Some(&s(&pk))
+                && item.get("sk") == Some(&s(&sk))
+                && item.get("kind") == Some(&s("stack_status"))
+                && item.contains_key("event")
+                && item.contains_key("ttl")
+                && req.condition_expression() == Some("attribute_not_exists(pk)")
+                && req.return_values_on_condition_check_failure() == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
+        })
+        .then_output(|| PutItemOutput::builder().build());
+    let recorded = store(&[&rule]).record(&event).await.unwrap();
+    assert_eq!(rule.num_calls(), 1);
+    assert!(recorded.new);
+    assert_eq!(recorded.history, vec![event]);
+}
+
+#[tokio::test]
+async fn duplicate_series_event_returns_its_markers() {
+    let event = fixture("cloudformation-stack-status-change.json");
+    let mut old = item::series_item(&event, event.subject().pk(), series_sk(&event.time, &event.id), 30).unwrap();
+    old.insert("n:stack_rollback#1".into(), s("2026-11-18T14:00:00Z"));
+    let rule = mock!(Client::put_item)
+        .sequence()
+        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", Some(&old))))
+        .build();
+    let recorded = store(&[&rule]).record(&event).await.unwrap();
+    assert!(!recorded.new);
+    assert_eq!(recorded.history, vec![event]);
+    assert!(recorded.notified.contains("stack_rollback#1"));
+}
+
+#[tokio::test]
+async fn mark_notified_sets_the_marker_once() {
+    let event = pipeline_started();
+    let first = mock!(Client::update_item)
+        .match_requests(|req| {
+            req.update_expression() == Some("SET #n = :now")
+                && req.condition_expression() == Some("attribute_exists(pk) AND attribute_not_exists(#n)")
+                && req.expression_attribute_names().and_then(|n| n.get("#n")).map(String::as_str)
+                    == Some("n:execution_failed#x")
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let old = aggregate_item(&[&event], &["execution_failed#x"]);
+    let again = mock!(Client::update_item)
+        .sequence()
+        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", Some(&old))))
+        .build();
+    let store = store(&[&first, &again]);
+    assert!(store.mark_notified(&event, "execution_failed#x").await.unwrap());
+    assert!(!store.mark_notified(&event, "execution_failed#x").await.unwrap());
+}
+
+#[tokio::test]
+async fn marking_an_unrecorded_event_is_permanent() {
+    let event = pipeline_started();
+    let update = mock!(Client::update_item)
+        .sequence()
+        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", None)))
+        .build();
+    let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
+    let err = store(&[&update, &get]).mark_notified(&event, "k").await.unwrap_err();
+    assert!(matches!(&err, StoreError::Permanent(m) if m.contains(&event.id)), "{err:?}");
+}
+
+#[tokio::test]
+async fn rejected_message_kept_twice_is_one_item() {
+    let r = Rejected::new("m-1", "2026-11-20T09:00:00.250Z".parse().unwrap(), "bad".into(), "{}");
+    let put = |expect_sk: &'static str| {
+        mock!(Client::put_item).match_requests(move |req| {
+            let item = req.item().cloned().unwrap_or_default();
+            item.get("pk") == Some(&s("REJECTED#2026-11-20"))
+                && item.get("sk") == Some(&s(expect_sk))
+                && req.condition_expression() == Some("attribute_not_exists(pk)")
+        })
+    };
+    let first = put("2026-11-20T09:00:00.250Z#m-1").then_output(|| PutItemOutput::builder().build());
+    let second = put("2026-11-20T09:00:00.250Z#m-1")
+        .sequence()
+        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", None)))
+        .build();
+    let store = store(&[&first, &second]);
+    store.keep_rejected(&r).await.unwrap();
+    store.keep_rejected(&r).await.unwrap();
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}
