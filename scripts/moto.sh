@@ -46,7 +46,7 @@ start() {
     echo "moto: already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))" >&2
     return 0
   fi
-  MOTO_ACCOUNT_ID="$ACCOUNT" nohup "$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
+  MOTO_ACCOUNT_ID="$ACCOUNT" nohup "$VENV/bin/python" scripts/moto_server.py 127.0.0.1 "$PORT" >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     if ready; then

@@ -85,8 +85,15 @@ pub async fn run(c: &Clients, opts: &DemoOptions) -> Result<DemoReport, LocalErr
 
     let ingestor = local::ingestor(c, &env);
     let before = c.counter.snapshot();
-    let pump = local::pump(c, &env.queue_url, &ingestor, opts.lose_ack_rate, opts.plan.seed, Duration::from_secs(180))
-        .await?;
+    let pump = local::pump(
+        c,
+        &env.queue_url,
+        &ingestor,
+        opts.lose_ack_rate,
+        opts.plan.seed,
+        Duration::from_secs(180),
+    )
+    .await?;
     let requests = c.counter.since(&before);
 
     let store = ingestor.store();
@@ -103,10 +110,13 @@ pub async fn run(c: &Clients, opts: &DemoOptions) -> Result<DemoReport, LocalErr
         })?;
         executions.reverse();
         for summary in executions {
-            if let Some(t) = execution_timeline(store.as_ref(), &summary.key).await.map_err(|e| LocalError::Aws {
-                action: "reading a timeline".into(),
-                message: e.to_string(),
-            })? {
+            if let Some(t) = execution_timeline(store.as_ref(), &summary.key)
+                .await
+                .map_err(|e| LocalError::Aws {
+                    action: "reading a timeline".into(),
+                    message: e.to_string(),
+                })?
+            {
                 timelines.push(t);
             }
         }
@@ -152,21 +162,30 @@ pub fn print(r: &DemoReport) -> String {
     let dynamo: Vec<String> = r
         .requests
         .iter()
-        .filter(|(k, _)| k.starts_with("dynamodb"))
-        .map(|(k, v)| format!("{} {v}", k.trim_start_matches("dynamodb.")))
+        .filter_map(|(k, v)| Some(format!("{} {v}", k.strip_prefix("DynamoDB.")?)))
         .collect();
     let _ = writeln!(out, "DynamoDB requests while ingesting: {}", dynamo.join(", "));
     let _ = writeln!(out, "\n== Timelines");
     for t in &r.timelines {
         let _ = writeln!(out, "{}", render::timeline(t));
     }
-    let _ = writeln!(out, "== Notifications ({} delivered to the topic's subscribers)", r.notifications.len());
+    let _ = writeln!(
+        out,
+        "== Notifications ({} delivered to the topic's subscribers)",
+        r.notifications.len()
+    );
     for n in &r.notifications {
         let _ = writeln!(out, "{}", render::chat(&n.chat, &n.attributes));
     }
     let _ = writeln!(out, "== Rejected messages (kept with their reason)");
     for x in &r.rejected {
-        let _ = writeln!(out, "{} {}: {}", x.received_at.format("%H:%M:%S"), x.message_id, x.reason);
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            x.received_at.format("%H:%M:%S"),
+            x.message_id,
+            x.reason
+        );
     }
     out
 }

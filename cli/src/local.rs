@@ -20,7 +20,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::{json, Value};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::service::Ingestor;
+use tollgate_domain::service::{FailureWait, Ingestor};
 
 use crate::template::{TableSpec, Template};
 
@@ -75,7 +75,12 @@ impl Intercept for RequestCounter {
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         if let Some(m) = cfg.load::<Metadata>() {
             let key = format!("{}.{}", m.service(), m.name());
-            *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
+            *self
+                .counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_default() += 1;
         }
         Ok(())
     }
@@ -96,16 +101,24 @@ impl Clients {
         let counter = RequestCounter::default();
         Clients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.clone()).build(),
+                aws_sdk_dynamodb::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
             ),
             sns: aws_sdk_sns::Client::from_conf(
-                aws_sdk_sns::config::Builder::from(sdk).interceptor(counter.clone()).build(),
+                aws_sdk_sns::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
             ),
             sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(sdk).interceptor(counter.clone()).build(),
+                aws_sdk_sqs::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
             ),
             events: aws_sdk_eventbridge::Client::from_conf(
-                aws_sdk_eventbridge::config::Builder::from(sdk).interceptor(counter.clone()).build(),
+                aws_sdk_eventbridge::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
             ),
             counter,
         }
@@ -189,11 +202,19 @@ pub async fn provision(c: &Clients, template: &Template, names: &Names) -> Resul
     match c.events.create_event_bus().name(&names.bus).send().await {
         Ok(_) => {}
         Err(e) if format!("{:?}", e).contains("ResourceAlreadyExists") => {}
-        Err(e) => return Err(aws("creating the event bus")(aws_sdk_eventbridge::error::DisplayErrorContext(e))),
+        Err(e) => {
+            return Err(aws("creating the event bus")(
+                aws_sdk_eventbridge::error::DisplayErrorContext(e),
+            ))
+        }
     }
     let mut rules = Vec::new();
     for rule in &template.rules {
-        let bus = if rule.on_custom_bus { names.bus.as_str() } else { "default" };
+        let bus = if rule.on_custom_bus {
+            names.bus.as_str()
+        } else {
+            "default"
+        };
         let name = format!("{}-{}", names.bus, rule.logical_id);
         c.events
             .put_rule()
@@ -257,14 +278,16 @@ async fn create_table(c: &Clients, spec: &TableSpec, name: &str) -> Result<(), L
                 .map_err(aws("reading the table's attribute definitions"))?,
         );
     }
-    for (index, schema, projection) in &spec.global_secondary_indexes {
+    for index in &spec.global_secondary_indexes {
+        let non_key = (!index.non_key_attributes.is_empty()).then(|| index.non_key_attributes.clone());
         req = req.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name(index)
-                .set_key_schema(Some(key(schema)?))
+                .index_name(&index.name)
+                .set_key_schema(Some(key(&index.key_schema)?))
                 .projection(
                     Projection::builder()
-                        .projection_type(ProjectionType::from(projection.as_str()))
+                        .projection_type(ProjectionType::from(index.projection_type.as_str()))
+                        .set_non_key_attributes(non_key)
                         .build(),
                 )
                 .build()
@@ -274,7 +297,11 @@ async fn create_table(c: &Clients, spec: &TableSpec, name: &str) -> Result<(), L
     match req.send().await {
         Ok(_) => {}
         Err(e) if format!("{e:?}").contains("ResourceInUseException") => return Ok(()),
-        Err(e) => return Err(aws("creating the table")(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+        Err(e) => {
+            return Err(aws("creating the table")(aws_sdk_dynamodb::error::DisplayErrorContext(
+                e,
+            )))
+        }
     }
     if let Some(attr) = &spec.ttl_attribute {
         c.dynamodb
@@ -406,7 +433,10 @@ pub async fn put_events(c: &Clients, bus: &str, events: &[&Value]) -> Result<usi
             .map_err(aws("sending events to EventBridge"))?;
         let failed = out.failed_entry_count();
         if failed > 0 {
-            return Err(LocalError::Input(format!("EventBridge refused {failed} events: {:?}", out.entries())));
+            return Err(LocalError::Input(format!(
+                "EventBridge refused {failed} events: {:?}",
+                out.entries()
+            )));
         }
         accepted += chunk.len();
     }
@@ -453,13 +483,14 @@ where
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await
             .map_err(aws("receiving from the ingest queue"))?;
         let messages = out.messages.unwrap_or_default();
         if messages.is_empty() {
+            // Short polls: the local endpoint serves one request at a time, a long poll would stall everyone.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             if queue_is_drained(c, queue_url).await? {
                 idle_polls += 1;
                 if idle_polls >= 2 {
@@ -474,10 +505,17 @@ where
         let records: Vec<Value> = messages
             .iter()
             .map(|m| {
+                let attributes: BTreeMap<String, String> = m
+                    .attributes()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                    .collect();
                 json!({
                     "messageId": m.message_id(),
                     "receiptHandle": m.receipt_handle(),
                     "body": m.body(),
+                    "attributes": attributes,
                     "eventSource": "aws:sqs",
                 })
             })
@@ -490,7 +528,11 @@ where
         report.rejected += stats.rejected;
         report.retried += stats.retried;
         report.notifications += stats.notifications;
-        let failed: HashSet<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let failed: HashSet<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
         let mut deletes = Vec::new();
         for m in &messages {
             let id = m.message_id().unwrap_or_default();
@@ -559,7 +601,6 @@ pub async fn drain_inbox(c: &Clients, inbox_url: &str) -> Result<Vec<Delivered>,
             .receive_message()
             .queue_url(inbox_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(1)
             .send()
             .await
             .map_err(aws("reading the notification inbox"))?;
@@ -598,10 +639,15 @@ pub async fn drain_inbox(c: &Clients, inbox_url: &str) -> Result<Vec<Delivered>,
 
 /// The real adapters over the local endpoint.
 pub fn ingestor(c: &Clients, env: &LocalEnv) -> Ingestor<DynamoDbStore, SnsNotifier> {
+    // The Lambda function's waits, shortened to the local queue's visibility timeout.
     Ingestor::new(
         Arc::new(DynamoDbStore::new(c.dynamodb.clone(), env.names.table.clone(), 400)),
         Arc::new(SnsNotifier::new(c.sns.clone(), env.topic_arn.clone())),
     )
+    .with_failure_wait(FailureWait {
+        settle: Duration::from_millis(300),
+        defer_receives: 3,
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,11 @@ use tollgate::local::{self, Clients, DeliveryPlan, Names};
 use tollgate::template::Template;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Tollgate: deployment timelines, gates and notifications for AWS CodePipeline")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Tollgate: deployment timelines, gates and notifications for AWS CodePipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +91,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         return Err("AWS_ENDPOINT_URL is not set: `tollgate local` only talks to a local endpoint (run `make demo`, or `eval \"$(scripts/moto.sh env)\"` after `scripts/moto.sh start`)".into());
     }
     let sdk = tollgate_aws::config::sdk_config().await;
-    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "eu-west-1".into());
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "eu-west-1".into());
     let clients = Clients::new(&sdk);
     match command {
         LocalCommand::Provision { template, prefix } => {

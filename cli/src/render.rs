@@ -8,7 +8,8 @@ use tollgate_domain::notify::human_duration;
 use tollgate_domain::timeline::ExecutionTimeline;
 
 fn hm(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "--:--:--".into())
+    t.map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| "--:--:--".into())
 }
 
 fn took(secs: Option<i64>) -> String {
@@ -24,12 +25,19 @@ pub fn timeline(t: &ExecutionTimeline) -> String {
         t.pipeline,
         t.execution_id,
         t.state,
-        t.started_at.map(|s| s.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "?".into()),
+        t.started_at
+            .map(|s| s.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "?".into()),
         hm(t.ended_at),
         took(t.duration_secs)
     );
     if let Some(tr) = &t.trigger {
-        let _ = writeln!(out, "  trigger   {} {}", tr.trigger_type, tr.detail.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "  trigger   {} {}",
+            tr.trigger_type,
+            tr.detail.as_deref().unwrap_or("")
+        );
     }
     for r in &t.source_revisions {
         let _ = writeln!(
@@ -41,7 +49,15 @@ pub fn timeline(t: &ExecutionTimeline) -> String {
         );
     }
     for s in &t.stages {
-        let _ = writeln!(out, "  stage {:<12} {:<10} {} -> {}  {}", s.name, s.state, hm(s.started_at), hm(s.ended_at), took(s.duration_secs));
+        let _ = writeln!(
+            out,
+            "  stage {:<12} {:<10} {} -> {}  {}",
+            s.name,
+            s.state,
+            hm(s.started_at),
+            hm(s.ended_at),
+            took(s.duration_secs)
+        );
         for a in &s.actions {
             let _ = writeln!(
                 out,
@@ -61,7 +77,14 @@ pub fn timeline(t: &ExecutionTimeline) -> String {
                     .filter(|p| p.duration_secs.unwrap_or(0) > 0)
                     .map(|p| format!("{} {}", p.phase, took(p.duration_secs)))
                     .collect();
-                let _ = writeln!(out, "      build  {} {} {}  [{}]", b.build_id, b.status, took(b.duration_secs), phases.join(", "));
+                let _ = writeln!(
+                    out,
+                    "      build  {} {} {}  [{}]",
+                    b.build_id,
+                    b.status,
+                    took(b.duration_secs),
+                    phases.join(", ")
+                );
             }
             if let Some(d) = &a.deployment {
                 let _ = writeln!(
@@ -99,6 +122,11 @@ pub fn chat(doc: &Value, attributes: &std::collections::BTreeMap<String, String>
         }
     }
     let attrs: Vec<String> = attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let _ = writeln!(out, "  [{}] thread {}", attrs.join(" "), doc["metadata"]["threadId"].as_str().unwrap_or("-"));
+    let _ = writeln!(
+        out,
+        "  [{}] thread {}",
+        attrs.join(" "),
+        doc["metadata"]["threadId"].as_str().unwrap_or("-")
+    );
     out
 }

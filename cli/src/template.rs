@@ -32,13 +32,21 @@ pub struct RuleSpec {
     pub pattern: Value,
 }
 
+/// A global secondary index of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub name: String,
+    pub key_schema: Vec<(String, String)>,
+    pub projection_type: String,
+    pub non_key_attributes: Vec<String>,
+}
+
 /// The `AWS::DynamoDB::Table` of the template, as plain JSON of its properties.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableSpec {
     pub attribute_definitions: Vec<(String, String)>,
     pub key_schema: Vec<(String, String)>,
-    /// (index name, key schema, projection type)
-    pub global_secondary_indexes: Vec<(String, Vec<(String, String)>, String)>,
+    pub global_secondary_indexes: Vec<IndexSpec>,
     pub ttl_attribute: Option<String>,
 }
 
@@ -115,11 +123,20 @@ impl Template {
                             .into_iter()
                             .flatten()
                             .filter_map(|g| {
-                                Some((
-                                    g["IndexName"].as_str()?.to_string(),
-                                    pairs(&g["KeySchema"], "AttributeName", "KeyType"),
-                                    g["Projection"]["ProjectionType"].as_str().unwrap_or("ALL").to_string(),
-                                ))
+                                Some(IndexSpec {
+                                    name: g["IndexName"].as_str()?.to_string(),
+                                    key_schema: pairs(&g["KeySchema"], "AttributeName", "KeyType"),
+                                    projection_type: g["Projection"]["ProjectionType"]
+                                        .as_str()
+                                        .unwrap_or("ALL")
+                                        .to_string(),
+                                    non_key_attributes: g["Projection"]["NonKeyAttributes"]
+                                        .as_array()
+                                        .into_iter()
+                                        .flatten()
+                                        .filter_map(|a| a.as_str().map(str::to_string))
+                                        .collect(),
+                                })
                             })
                             .collect(),
                         ttl_attribute: json("TimeToLiveSpecification")?["AttributeName"]
@@ -171,7 +188,11 @@ mod tests {
         let all: Vec<&RuleSpec> = hub.rules.iter().chain(member.rules.iter()).collect();
         assert!(all.len() >= 3, "{all:?}");
         for rule in &all {
-            assert_eq!(rule.pattern, all[0].pattern, "{} differs from {}", rule.logical_id, all[0].logical_id);
+            assert_eq!(
+                rule.pattern, all[0].pattern,
+                "{} differs from {}",
+                rule.logical_id, all[0].logical_id
+            );
         }
         assert!(hub.rules.iter().any(|r| r.on_custom_bus) && hub.rules.iter().any(|r| !r.on_custom_bus));
     }
@@ -182,7 +203,10 @@ mod tests {
         let types = hub.rules[0].pattern["detail-type"].as_array().unwrap();
         for kind in tollgate_domain::event::EventKind::ALL {
             if kind != tollgate_domain::event::EventKind::Unknown {
-                assert!(types.iter().any(|t| t == kind.detail_type()), "{kind:?} is not routed by the rules");
+                assert!(
+                    types.iter().any(|t| t == kind.detail_type()),
+                    "{kind:?} is not routed by the rules"
+                );
             }
         }
     }
@@ -190,9 +214,16 @@ mod tests {
     #[test]
     fn table_definition_is_read_from_the_template() {
         let table = infra("template.yaml").table.expect("a table");
-        assert_eq!(table.key_schema, vec![("pk".into(), "HASH".into()), ("sk".into(), "RANGE".into())]);
-        let names: Vec<&str> = table.global_secondary_indexes.iter().map(|g| g.0.as_str()).collect();
+        assert_eq!(
+            table.key_schema,
+            vec![("pk".into(), "HASH".into()), ("sk".into(), "RANGE".into())]
+        );
+        let names: Vec<&str> = table.global_secondary_indexes.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, vec!["gsi1", "gsi2"]);
+        // The execution summaries are read from gsi1 alone.
+        assert!(table.global_secondary_indexes[0]
+            .non_key_attributes
+            .contains(&"pstates".to_string()));
         assert_eq!(table.ttl_attribute.as_deref(), Some("ttl"));
     }
 
@@ -200,6 +231,9 @@ mod tests {
     fn intrinsic_in_a_pattern_is_refused_with_its_place() {
         let text = "Resources:\n  R:\n    Type: AWS::Events::Rule\n    Properties:\n      EventPattern:\n        source: !Ref X\n";
         let err = Template::parse("t.yaml", text).unwrap_err().to_string();
-        assert!(err.contains("R.Properties.EventPattern") && err.contains("!Ref"), "{err}");
+        assert!(
+            err.contains("R.Properties.EventPattern") && err.contains("!Ref"),
+            "{err}"
+        );
     }
 }

@@ -72,6 +72,12 @@ mod tests {
                 base(k)
             }
         });
-        assert!(matches!(bad, Err(ConfigError::Invalid { name: "TOLLGATE_RETENTION_DAYS", .. })));
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: "TOLLGATE_RETENTION_DAYS",
+                ..
+            })
+        ));
     }
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tollgate_domain::event::EventKind;
 use tollgate_domain::ports::{EventRecorder, Notifier, TimelineQueries};
-use tollgate_domain::service::{Ingestor, MessageContext, Outcome};
+use tollgate_domain::service::{Ingestor, MessageContext, Outcome, RetryableError};
 
 /// Counts of one batch, also written as a CloudWatch embedded-metric-format line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +34,23 @@ where
         let ingestor = ingestor.clone();
         tasks.spawn(async move {
             let message_id = record.message_id.unwrap_or_default();
+            // SQS's SentTimestamp, not the time of this delivery: a redelivered message that is kept as rejected
+            // must land on the same item.
+            let received_at = record
+                .attributes
+                .get("SentTimestamp")
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .unwrap_or_else(Utc::now);
+            let receive_count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
             let ctx = MessageContext {
                 message_id: message_id.clone(),
-                received_at: Utc::now(),
+                received_at,
+                receive_count,
             };
             let body = record.body.unwrap_or_default();
             (message_id, ingestor.ingest(&body, &ctx).await)
@@ -84,7 +98,13 @@ where
             }
             Err(e) => {
                 stats.retried += 1;
-                tracing::warn!(message_id, error = %e, "will be retried");
+                match e {
+                    // Expected under concurrency and reordering: not a fault.
+                    RetryableError::InFlight(_) | RetryableError::Deferred(_) => {
+                        tracing::info!(message_id, reason = %e, "deferred to a redelivery")
+                    }
+                    _ => tracing::warn!(message_id, error = %e, "will be retried"),
+                }
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message_id;
                 response.batch_item_failures.push(failure);
@@ -146,7 +166,11 @@ mod tests {
         events.iter().map(|e| e.to_string()).collect()
     }
 
-    fn ingestor() -> (Ingestor<MemoryStore, MemoryNotifier>, Arc<MemoryStore>, Arc<MemoryNotifier>) {
+    fn ingestor() -> (
+        Ingestor<MemoryStore, MemoryNotifier>,
+        Arc<MemoryStore>,
+        Arc<MemoryNotifier>,
+    ) {
         let (store, notifier) = (Arc::new(MemoryStore::new()), Arc::new(MemoryNotifier::new()));
         (Ingestor::new(store.clone(), notifier.clone()), store, notifier)
     }
@@ -186,8 +210,11 @@ mod tests {
             .iter()
             .position(|e| e.contains("Pipeline Execution State Change") && e.contains("\"FAILED\""))
             .expect("the story has a failed execution");
-        let first: Vec<(String, String)> =
-            events[..failed_at].iter().enumerate().map(|(i, b)| (format!("m-{i}"), b.clone())).collect();
+        let first: Vec<(String, String)> = events[..failed_at]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("m-{i}"), b.clone()))
+            .collect();
         for chunk in first.chunks(10) {
             let batch: Vec<(&str, String)> = chunk.iter().map(|(id, b)| (id.as_str(), b.clone())).collect();
             handle_batch(&ingestor, sqs_event(&batch)).await;
@@ -196,7 +223,11 @@ mod tests {
         notifier.fail_next(1);
         let failing = sqs_event(&[("m-failed", events[failed_at].clone()), ("m-other", events[0].clone())]);
         let (response, _) = handle_batch(&ingestor, failing).await;
-        let failed_ids: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let failed_ids: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
         assert_eq!(failed_ids, vec!["m-failed"]);
         // SQS delivers it again: the notification goes out exactly once.
         let (response, _) = handle_batch(&ingestor, sqs_event(&[("m-failed", events[failed_at].clone())])).await;
@@ -209,6 +240,15 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(failed_notes.len(), 1, "{failed_notes:#?}");
+    }
+
+    #[tokio::test]
+    async fn the_sample_sqs_batch_records_two_ignores_one_duplicate_and_keeps_one_malformed() {
+        let (ingestor, _, _) = ingestor();
+        let batch: SqsEvent = serde_json::from_str(include_str!("../../../events/sqs/ingest-batch.json")).unwrap();
+        let (response, stats) = handle_batch(&ingestor, batch).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((stats.recorded, stats.duplicates, stats.rejected), (2, 1, 1));
     }
 
     #[test]

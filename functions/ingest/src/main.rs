@@ -7,7 +7,7 @@ use ingest::config::Config;
 use ingest::handler::{emf_line, handle_batch};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::service::Ingestor;
+use tollgate_domain::service::{FailureWait, Ingestor};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -21,7 +21,8 @@ async fn main() -> Result<(), Error> {
             config.retention_days,
         )),
         Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn)),
-    );
+    )
+    .with_failure_wait(FailureWait::default());
     let ingestor = &ingestor;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let (response, stats) = handle_batch(ingestor, event.payload).await;

@@ -16,7 +16,11 @@ pub enum ConfigError {
     #[error("environment variable {name} is not set: it is required (see infra/README.md for the values)")]
     Missing { name: String },
     #[error("environment variable {name} is {value:?}: {problem}")]
-    Invalid { name: String, value: String, problem: String },
+    Invalid {
+        name: String,
+        value: String,
+        problem: String,
+    },
 }
 
 /// The SDK configuration from the environment, with `TOLLGATE_MAX_ATTEMPTS` applied when it is set.
@@ -28,7 +32,9 @@ pub async fn sdk_config() -> SdkConfig {
     match max_attempts_from_env() {
         Ok(Some(attempts)) => loader = loader.retry_config(retry_config(attempts)),
         Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "ignoring {MAX_ATTEMPTS_VAR}; using the SDK's standard retry"),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring {MAX_ATTEMPTS_VAR}; using the SDK's standard retry")
+        }
     }
     loader.load().await
 }
@@ -79,7 +85,12 @@ mod tests {
         let err = required_value("TOLLGATE_TABLE_NAME", None).unwrap_err();
         assert!(err.to_string().contains("TOLLGATE_TABLE_NAME"), "{err}");
         let blank = required_value("TOLLGATE_TOPIC_ARN", Some("  ".into())).unwrap_err();
-        assert_eq!(blank, ConfigError::Missing { name: "TOLLGATE_TOPIC_ARN".into() });
+        assert_eq!(
+            blank,
+            ConfigError::Missing {
+                name: "TOLLGATE_TOPIC_ARN".into()
+            }
+        );
         assert_eq!(required_value("X", Some("table".into())).unwrap(), "table");
     }
 

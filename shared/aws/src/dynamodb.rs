@@ -9,7 +9,7 @@
 mod error;
 mod item;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -23,15 +23,15 @@ use tollgate_domain::keys::{
     Layout, PipelineKey, StackKey, Subject, AGGREGATE_SK,
 };
 use tollgate_domain::ports::{
-    EventRecorder, ExecutionSummary, Recorded, Rejected, StoreError, TimelineQueries,
+    claim_prefix_at, EventRecorder, ExecutionSummary, Mark, Recorded, Rejected, StoreError, TimelineQueries,
 };
 
 use error::store_error;
 use item::{s, Item};
 
-/// How long records are kept when the caller has no reason to choose: long enough to compare a pipeline's
-/// executions over a quarter.
-pub const DEFAULT_RETENTION_DAYS: i64 = 90;
+/// How long records are kept when the caller has no reason to choose (the ingest function's default too): a pipeline's
+/// executions can be compared over more than a year.
+pub const DEFAULT_RETENTION_DAYS: i64 = 400;
 
 /// The DynamoDB adapter of [`EventRecorder`] and [`TimelineQueries`].
 #[derive(Debug, Clone)]
@@ -54,12 +54,13 @@ struct Query {
 }
 
 impl DynamoDbStore {
-    /// `retention_days`: how long after its (first) event a record expires through the table's TTL.
+    /// `retention_days`: how long after its (first) event a record expires through the table's TTL; kept within
+    /// 1 day and 100 years so the expiry time is always a valid epoch-seconds number.
     pub fn new(client: Client, table: impl Into<String>, retention_days: i64) -> Self {
         DynamoDbStore {
             client,
             table: table.into(),
-            retention_days,
+            retention_days: retention_days.clamp(1, 36_500),
         }
     }
 
@@ -122,6 +123,57 @@ impl DynamoDbStore {
         Ok(items)
     }
 
+    /// One conditional UpdateItem of a notification marker on the item that recorded `event`. Ok(false) when the
+    /// condition failed on an existing item; a Permanent error when that item does not exist.
+    async fn update_marker(
+        &self,
+        event: &DeliveryEvent,
+        key: &str,
+        what: &str,
+        update: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<bool, StoreError> {
+        let (pk, sk) = Self::item_key(event);
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(&sk))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#n", item::marker_attr(key))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (name, value) in values {
+            request = request.expression_attribute_values(*name, value.clone());
+        }
+        let err = match request.send().await {
+            Ok(_) => return Ok(true),
+            Err(err) => err,
+        };
+        let Some(UpdateItemError::ConditionalCheckFailedException(e)) = err.as_service_error() else {
+            return Err(store_error(
+                &format!("UpdateItem ({what}) of {pk} {sk}"),
+                &self.table,
+                &err,
+            ));
+        };
+        // The condition failed: the marker said no, or the record is missing. An old item in the answer settles it.
+        let exists = match e.item() {
+            Some(_) => true,
+            None => self.get(what, &pk, &sk).await?.is_some(),
+        };
+        if exists {
+            Ok(false)
+        } else {
+            Err(StoreError::Permanent(format!(
+                "no record of event {} to {what} {key} on: item {pk} {sk} does not exist in table {}",
+                event.id, self.table
+            )))
+        }
+    }
+
     async fn aggregate_events(&self, operation: &str, pk: String) -> Result<Vec<DeliveryEvent>, StoreError> {
         match self.get(operation, &pk, AGGREGATE_SK).await? {
             Some(found) => item::aggregate_history(&pk, &found),
@@ -174,7 +226,12 @@ impl DynamoDbStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item::series_item(event, pk.clone(), sk.clone(), self.retention_days)?))
+            .set_item(Some(item::series_item(
+                event,
+                pk.clone(),
+                sk.clone(),
+                self.retention_days,
+            )?))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -183,7 +240,7 @@ impl DynamoDbStore {
             Ok(_) => Recorded {
                 new: true,
                 history: vec![event.clone()],
-                notified: BTreeSet::new(),
+                notified: BTreeMap::new(),
             },
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(e)) => {
@@ -191,14 +248,24 @@ impl DynamoDbStore {
                         Some(old) => old.clone(),
                         None => self.duplicate_fallback(&pk, &sk, &event.id).await?,
                     };
-                    let stored = if old.contains_key(item::EVENT) { item::series_event(&old)? } else { event.clone() };
+                    let stored = if old.contains_key(item::EVENT) {
+                        item::series_event(&old)?
+                    } else {
+                        event.clone()
+                    };
                     Recorded {
                         new: false,
                         history: vec![stored],
                         notified: item::notified(&old),
                     }
                 }
-                _ => return Err(store_error(&format!("PutItem (record) of {pk} {sk}"), &self.table, &err)),
+                _ => {
+                    return Err(store_error(
+                        &format!("PutItem (record) of {pk} {sk}"),
+                        &self.table,
+                        &err,
+                    ))
+                }
             },
         };
         tracing::debug!(new = recorded.new, "recorded as series item");
@@ -230,42 +297,59 @@ impl EventRecorder for DynamoDbStore {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(table = %self.table, event_id = %event.id, key))]
-    async fn mark_notified(&self, event: &DeliveryEvent, key: &str) -> Result<bool, StoreError> {
-        let (pk, sk) = Self::item_key(event);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(&sk))
-            .update_expression("SET #n = :now")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(#n)")
-            .expression_attribute_names("#n", item::marker_attr(key))
-            .expression_attribute_values(":now", s(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => return Ok(true),
-            Err(err) => err,
-        };
-        let Some(UpdateItemError::ConditionalCheckFailedException(e)) = err.as_service_error() else {
-            return Err(store_error(&format!("UpdateItem (mark notified) of {pk} {sk}"), &self.table, &err));
-        };
-        // The condition failed: the marker was there, or the record was not. An old item in the answer settles it.
-        let exists = match e.item() {
-            Some(_) => true,
-            None => self.get("mark notified", &pk, &sk).await?.is_some(),
-        };
-        if exists {
-            Ok(false)
-        } else {
-            Err(StoreError::Permanent(format!(
-                "no record of event {} to mark notification {key} on: item {pk} {sk} does not exist in table {}",
-                event.id, self.table
-            )))
+    #[tracing::instrument(skip_all, fields(table = %self.table, event_id = %event.id, key = %key))]
+    async fn claim_notification(
+        &self,
+        event: &DeliveryEvent,
+        key: &str,
+        claim: &Mark,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.update_marker(
+            event,
+            key,
+            "claim notification",
+            "SET #n = :claim",
+            "attribute_exists(pk) AND (attribute_not_exists(#n) OR (begins_with(#n, :claimed) AND #n < :stale))",
+            &[
+                (":claim", s(claim.encode())),
+                (":claimed", s("claim@")),
+                (":stale", s(claim_prefix_at(&stale_before))),
+            ],
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, event_id = %event.id, key = %key))]
+    async fn finish_notification(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError> {
+        let ours = self
+            .update_marker(
+                event,
+                key,
+                "finish notification",
+                "SET #n = :sent",
+                "#n = :claim",
+                &[(":sent", s(Mark::Sent.encode())), (":claim", s(claim.encode()))],
+            )
+            .await?;
+        if !ours {
+            tracing::warn!("the notification claim was taken over before it was marked sent");
         }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, event_id = %event.id, key = %key))]
+    async fn release_notification(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError> {
+        self.update_marker(
+            event,
+            key,
+            "release notification",
+            "REMOVE #n",
+            "#n = :claim",
+            &[(":claim", s(claim.encode()))],
+        )
+        .await
+        .map(|_| ())
     }
 
     #[tracing::instrument(skip_all, fields(table = %self.table, message_id = %rejected.message_id))]
@@ -282,10 +366,19 @@ impl EventRecorder for DynamoDbStore {
         match result {
             Ok(_) => Ok(()),
             // Kept by an earlier delivery of the same message.
-            Err(err) if matches!(err.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Ok(())
             }
-            Err(err) => Err(store_error(&format!("PutItem (keep rejected) in {pk}"), &self.table, &err)),
+            Err(err) => Err(store_error(
+                &format!("PutItem (keep rejected) in {pk}"),
+                &self.table,
+                &err,
+            )),
         }
     }
 }
@@ -299,7 +392,8 @@ impl TimelineQueries for DynamoDbStore {
 
     #[tracing::instrument(skip_all, fields(table = %self.table, build_id = %key.build_id))]
     async fn build_events(&self, key: &BuildKey) -> Result<Vec<DeliveryEvent>, StoreError> {
-        self.aggregate_events("build events", Subject::Build(key.clone()).pk()).await
+        self.aggregate_events("build events", Subject::Build(key.clone()).pk())
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(table = %self.table, deployment_id = %key.deployment_id))]
@@ -349,14 +443,20 @@ impl TimelineQueries for DynamoDbStore {
         Ok(events)
     }
 
-    #[tracing::instrument(skip_all, fields(table = %self.table, pipeline = %pipeline.pipeline, limit))]
+    #[tracing::instrument(skip_all, fields(table = %self.table, pipeline = %pipeline.pipeline, limit = limit))]
     async fn executions(&self, pipeline: &PipelineKey, limit: usize) -> Result<Vec<ExecutionSummary>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let names: HashMap<String, String> =
-            item::SUMMARY_ATTRIBUTES.iter().map(|a| (format!("#{a}"), a.to_string())).collect();
-        let projection = item::SUMMARY_ATTRIBUTES.iter().map(|a| format!("#{a}")).collect::<Vec<_>>().join(", ");
+        let names: HashMap<String, String> = item::SUMMARY_ATTRIBUTES
+            .iter()
+            .map(|a| (format!("#{a}"), a.to_string()))
+            .collect();
+        let projection = item::SUMMARY_ATTRIBUTES
+            .iter()
+            .map(|a| format!("#{a}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut query_names = names;
         query_names.insert("#gsi1pk".into(), "gsi1pk".into());
         let items = self
@@ -374,7 +474,7 @@ impl TimelineQueries for DynamoDbStore {
         items.iter().map(item::execution_summary).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(table = %self.table, %day, limit))]
+    #[tracing::instrument(skip_all, fields(table = %self.table, %day, limit = limit))]
     async fn rejected(&self, day: NaiveDate, limit: usize) -> Result<Vec<Rejected>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());

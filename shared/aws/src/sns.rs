@@ -10,7 +10,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 use serde_json::json;
 use tollgate_domain::notify::Notification;
-use tollgate_domain::ports::{NotifyError, Notifier};
+use tollgate_domain::ports::{Notifier, NotifyError};
 
 /// The SNS adapter of [`Notifier`].
 #[derive(Debug, Clone)]
@@ -123,8 +123,14 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&message(&n)).unwrap();
         let chat = n.chat_message();
         for protocol in ["default", "sqs", "lambda", "https", "email-json"] {
-            let text = doc[protocol].as_str().unwrap_or_else(|| panic!("{protocol} is not a string"));
-            assert_eq!(serde_json::from_str::<serde_json::Value>(text).unwrap(), chat, "{protocol}");
+            let text = doc[protocol]
+                .as_str()
+                .unwrap_or_else(|| panic!("{protocol} is not a string"));
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(text).unwrap(),
+                chat,
+                "{protocol}"
+            );
         }
         assert_eq!(doc["email"].as_str().unwrap(), n.email_text());
     }
@@ -132,7 +138,10 @@ mod tests {
     #[test]
     fn pipeline_attribute_only_when_known() {
         let names = |n: &Notification| attributes(n).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(names(&notification(Some("p"))), ["kind", "severity", "account", "region", "pipeline"]);
+        assert_eq!(
+            names(&notification(Some("p"))),
+            ["kind", "severity", "account", "region", "pipeline"]
+        );
         assert_eq!(names(&notification(None)), ["kind", "severity", "account", "region"]);
     }
 

@@ -140,16 +140,20 @@ impl DeliveryEvent {
     pub fn subject(&self) -> Subject {
         let (account, region) = (self.account.clone(), self.region.clone());
         match &self.body {
-            EventBody::PipelineExecution(PipelineExecutionChange { pipeline, execution_id, .. })
-            | EventBody::StageExecution(StageExecutionChange { pipeline, execution_id, .. })
-            | EventBody::ActionExecution(ActionExecutionChange { pipeline, execution_id, .. }) => {
-                Subject::Execution(ExecutionKey {
-                    account,
-                    region,
-                    pipeline: pipeline.clone(),
-                    execution_id: execution_id.clone(),
-                })
-            }
+            EventBody::PipelineExecution(PipelineExecutionChange {
+                pipeline, execution_id, ..
+            })
+            | EventBody::StageExecution(StageExecutionChange {
+                pipeline, execution_id, ..
+            })
+            | EventBody::ActionExecution(ActionExecutionChange {
+                pipeline, execution_id, ..
+            }) => Subject::Execution(ExecutionKey {
+                account,
+                region,
+                pipeline: pipeline.clone(),
+                execution_id: execution_id.clone(),
+            }),
             EventBody::BuildState(BuildStateChange { build_id, .. })
             | EventBody::BuildPhase(BuildPhaseChange { build_id, .. }) => Subject::Build(BuildKey {
                 account,
@@ -179,6 +183,8 @@ impl DeliveryEvent {
                 alarm_name: a.alarm_name.clone(),
             }),
             EventBody::Unknown(u) => Subject::Unknown {
+                account,
+                region,
                 source: u.source.clone(),
                 detail_type: u.detail_type.clone(),
             },

@@ -70,7 +70,12 @@ pub enum Subject {
     Instance(DeploymentKey),
     Stack(StackKey),
     Alarm(AlarmKey),
-    Unknown { source: String, detail_type: String },
+    Unknown {
+        account: String,
+        region: String,
+        source: String,
+        detail_type: String,
+    },
 }
 
 /// How a subject's events are stored.
@@ -103,7 +108,12 @@ impl Subject {
             Subject::Deployment(k) | Subject::Instance(k) => deployment_pk(k),
             Subject::Stack(k) => format!("STACK#{}#{}#{}", k.account, k.region, k.stack_name),
             Subject::Alarm(k) => format!("ALARM#{}#{}#{}", k.account, k.region, k.alarm_name),
-            Subject::Unknown { source, detail_type } => format!("UNKNOWN#{source}#{detail_type}"),
+            Subject::Unknown {
+                account,
+                region,
+                source,
+                detail_type,
+            } => format!("UNKNOWN#{account}#{region}#{source}#{detail_type}"),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! item that recorded the event.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -16,7 +17,7 @@ use crate::ports::*;
 #[derive(Default)]
 struct Aggregate {
     events: BTreeMap<String, DeliveryEvent>,
-    notified: BTreeSet<String>,
+    notified: BTreeMap<String, String>,
     /// Executions only: what GSI1 would hold.
     started_at: Option<DateTime<Utc>>,
     pipeline_states: BTreeSet<(DateTime<Utc>, String)>,
@@ -24,7 +25,11 @@ struct Aggregate {
 
 struct SeriesItem {
     event: DeliveryEvent,
-    notified: BTreeSet<String>,
+    notified: BTreeMap<String, String>,
+}
+
+fn decode_marks(notified: &BTreeMap<String, String>) -> BTreeMap<String, Mark> {
+    notified.iter().map(|(k, v)| (k.clone(), Mark::decode(v))).collect()
 }
 
 #[derive(Default)]
@@ -97,7 +102,7 @@ impl EventRecorder for MemoryStore {
                 let recorded = Recorded {
                     new,
                     history: agg.events.values().cloned().collect(),
-                    notified: agg.notified.clone(),
+                    notified: decode_marks(&agg.notified),
                 };
                 if new {
                     inner.writes += 1;
@@ -112,35 +117,58 @@ impl EventRecorder for MemoryStore {
                 }
                 let item = inner.series.entry(key).or_insert_with(|| SeriesItem {
                     event: event.clone(),
-                    notified: BTreeSet::new(),
+                    notified: BTreeMap::new(),
                 });
                 Ok(Recorded {
                     new,
                     history: vec![item.event.clone()],
-                    notified: item.notified.clone(),
+                    notified: decode_marks(&item.notified),
                 })
             }
         }
     }
 
-    async fn mark_notified(&self, event: &DeliveryEvent, key: &str) -> Result<bool, StoreError> {
-        let subject = event.subject();
-        let mut inner = self.lock();
-        let notified = match subject.layout() {
-            Layout::Aggregate => inner.aggregates.get_mut(&subject.pk()).map(|a| &mut a.notified),
-            Layout::Series => inner
-                .series
-                .get_mut(&(subject.pk(), series_sk(&event.time, &event.id)))
-                .map(|i| &mut i.notified),
-        };
-        let Some(notified) = notified else {
-            return Err(StoreError::Permanent(format!("no record of event {} to mark", event.id)));
-        };
-        let fresh = notified.insert(key.to_string());
-        if fresh {
-            inner.writes += 1;
-        }
-        Ok(fresh)
+    async fn claim_notification(
+        &self,
+        event: &DeliveryEvent,
+        key: &str,
+        claim: &Mark,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.update_marker(event, |markers| {
+            let free = match markers.get(key) {
+                None => true,
+                Some(current) => {
+                    current.starts_with("claim@") && *current < crate::ports::claim_prefix_at(&stale_before)
+                }
+            };
+            if free {
+                markers.insert(key.to_string(), claim.encode());
+            }
+            free
+        })
+    }
+
+    async fn finish_notification(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError> {
+        self.update_marker(event, |markers| {
+            let ours = markers.get(key) == Some(&claim.encode());
+            if ours {
+                markers.insert(key.to_string(), Mark::Sent.encode());
+            }
+            ours
+        })
+        .map(|_| ())
+    }
+
+    async fn release_notification(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError> {
+        self.update_marker(event, |markers| {
+            let ours = markers.get(key) == Some(&claim.encode());
+            if ours {
+                markers.remove(key);
+            }
+            ours
+        })
+        .map(|_| ())
     }
 
     async fn keep_rejected(&self, rejected: &Rejected) -> Result<(), StoreError> {
@@ -191,7 +219,9 @@ impl TimelineQueries for MemoryStore {
             .values()
             .filter_map(|agg| {
                 let first = agg.events.values().next()?;
-                let Subject::Execution(key) = first.subject() else { return None };
+                let Subject::Execution(key) = first.subject() else {
+                    return None;
+                };
                 (key.pipeline_key() == *pipeline).then(|| ExecutionSummary {
                     started_at: agg.started_at.unwrap_or(first.time),
                     pipeline_states: agg.pipeline_states.iter().cloned().collect(),
@@ -212,13 +242,41 @@ impl TimelineQueries for MemoryStore {
             .filter(|r| r.received_at.date_naive() == day)
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.received_at));
         out.truncate(limit);
         Ok(out)
     }
 }
 
 impl MemoryStore {
+    /// Applies a change to the markers of the item that recorded `event`; counts a write when `change` says it wrote.
+    fn update_marker(
+        &self,
+        event: &DeliveryEvent,
+        change: impl FnOnce(&mut BTreeMap<String, String>) -> bool,
+    ) -> Result<bool, StoreError> {
+        let subject = event.subject();
+        let mut inner = self.lock();
+        let markers = match subject.layout() {
+            Layout::Aggregate => inner.aggregates.get_mut(&subject.pk()).map(|a| &mut a.notified),
+            Layout::Series => inner
+                .series
+                .get_mut(&(subject.pk(), series_sk(&event.time, &event.id)))
+                .map(|i| &mut i.notified),
+        };
+        let Some(markers) = markers else {
+            return Err(StoreError::Permanent(format!(
+                "no record of event {} to mark",
+                event.id
+            )));
+        };
+        let wrote = change(markers);
+        if wrote {
+            inner.writes += 1;
+        }
+        Ok(wrote)
+    }
+
     fn aggregate_events(&self, pk: &str) -> Vec<DeliveryEvent> {
         self.lock()
             .aggregates
@@ -259,7 +317,10 @@ impl Notifier for MemoryNotifier {
                 return Err(NotifyError("injected failure".into()));
             }
         }
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push(notification.clone());
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(notification.clone());
         Ok(())
     }
 }

@@ -143,7 +143,7 @@ impl Notification {
     pub fn email_text(&self) -> String {
         let mut out = format!("{}\n{}\n\n", self.title, "=".repeat(self.title.chars().count().min(72)));
         for line in &self.lines {
-            out.push_str(&line.replace('*', "").replace('`', ""));
+            out.push_str(&line.replace(['*', '`'], ""));
             out.push('\n');
         }
         if !self.next_steps.is_empty() {
@@ -203,7 +203,11 @@ pub fn execution_notifications(
     };
     let commit_line = |t: &ExecutionTimeline| {
         t.source_revisions.first().map(|r| {
-            let id = r.revision_id.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("unknown revision");
+            let id = r
+                .revision_id
+                .as_deref()
+                .map(|c| &c[..c.len().min(12)])
+                .unwrap_or("unknown revision");
             match &r.summary {
                 Some(s) => format!("Change: `{id}` {s}"),
                 None => format!("Change: `{id}`"),
@@ -228,7 +232,10 @@ pub fn execution_notifications(
                     n.link = Some(link.to_string());
                 }
             }
-            n.next_steps.push(format!("Retry the {} stage once the cause is fixed, or let a new change supersede it", stage.name));
+            n.next_steps.push(format!(
+                "Retry the {} stage once the cause is fixed, or let a new change supersede it",
+                stage.name
+            ));
             out.push(n);
         }
     }
@@ -251,7 +258,8 @@ pub fn execution_notifications(
             }
             None => {
                 n.title = format!("{} failed", key.pipeline);
-                n.lines.push("The failing action is not known yet (its event has not arrived).".into());
+                n.lines
+                    .push("The failing action is not known yet (its event has not arrived).".into());
             }
         }
         n.lines.push(format!("Execution `{}`", key.execution_id));
@@ -260,7 +268,8 @@ pub fn execution_notifications(
             n.lines.push(format!("Ran for {}", human_duration(d)));
         }
         n.next_steps.push("Read the failing action's summary and logs".into());
-        n.next_steps.push("Fix forward with a new commit, or retry the failed stage if the cause was transient".into());
+        n.next_steps
+            .push("Fix forward with a new commit, or retry the failed stage if the cause was transient".into());
         out.push(n);
     }
 
@@ -307,10 +316,12 @@ pub fn execution_notifications(
                     format!("approval:{}/{}@{}", stage.name, action.name, stamp(action.started_at)),
                     format!("{}: approval needed at {} / {}", key.pipeline, stage.name, action.name),
                 );
-                n.lines.push(format!("Execution `{}` waits for a decision.", key.execution_id));
+                n.lines
+                    .push(format!("Execution `{}` waits for a decision.", key.execution_id));
                 n.lines.extend(commit_line(after));
                 n.link = Some(console_pipeline_url(&key.region, &key.pipeline));
-                n.next_steps.push("Review the change and approve or reject it in the pipeline".into());
+                n.next_steps
+                    .push("Review the change and approve or reject it in the pipeline".into());
                 out.push(n);
             }
         }
@@ -347,7 +358,8 @@ fn failure_streak(
 }
 
 fn stamp(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| "unknown".into())
+    t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn action_line(a: &crate::timeline::ActionTimeline) -> String {
@@ -385,7 +397,8 @@ pub fn deployment_notifications(before: &[DeliveryEvent], after: &[DeliveryEvent
         ),
         lines: vec![
             format!("CodeDeploy reports {}.", now.state),
-            "If the deployment group has automatic rollback enabled, CodeDeploy is redeploying the last good revision.".into(),
+            "If the deployment group has automatic rollback enabled, CodeDeploy is redeploying the last good revision."
+                .into(),
         ],
         next_steps: vec!["Check the deployment's lifecycle events and the alarms of the deployment group".into()],
         link: Some(format!(

@@ -38,6 +38,8 @@ pub enum ParseError {
 }
 
 /// Anything Tollgate can be handed.
+// Built once per message and matched right away: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     Event(DeliveryEvent),
@@ -100,7 +102,10 @@ fn read_json(bytes: &[u8]) -> Result<Value, ParseError> {
 pub fn parse_inbound(bytes: &[u8]) -> Result<Inbound, ParseError> {
     let value = read_json(bytes)?;
     let Value::Object(obj) = &value else {
-        return Err(ParseError::NotAnEvent(format!("expected a JSON object, found {}", type_name(&value))));
+        return Err(ParseError::NotAnEvent(format!(
+            "expected a JSON object, found {}",
+            type_name(&value)
+        )));
     };
     if let Some(job) = obj.get("CodePipeline.job") {
         return parse_job(job).map(Inbound::PipelineJob);
@@ -146,7 +151,10 @@ fn envelope_str<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Result<&'a s
 /// Turns a parsed JSON value into a delivery event.
 pub fn event_from_value(value: Value) -> Result<DeliveryEvent, ParseError> {
     let Value::Object(obj) = &value else {
-        return Err(ParseError::NotAnEvent(format!("expected a JSON object, found {}", type_name(&value))));
+        return Err(ParseError::NotAnEvent(format!(
+            "expected a JSON object, found {}",
+            type_name(&value)
+        )));
     };
     let source = envelope_str(obj, &["source"])?.to_string();
     // Processed notifications (CodeStar Notifications) say `detailType` where EventBridge says `detail-type`.
@@ -165,7 +173,10 @@ pub fn event_from_value(value: Value) -> Result<DeliveryEvent, ParseError> {
     let detail = match obj.get("detail") {
         Some(d @ Value::Object(_)) => d,
         Some(other) => {
-            return Err(ParseError::NotAnEvent(format!("`detail` must be an object, found {}", type_name(other))))
+            return Err(ParseError::NotAnEvent(format!(
+                "`detail` must be an object, found {}",
+                type_name(other)
+            )))
         }
         None => return Err(ParseError::NotAnEvent("`detail` is missing".into())),
     };
@@ -250,10 +261,23 @@ fn canonical_hash(v: &Value, h: &mut Sha256) {
 fn typed<T: DeserializeOwned>(detail_type: &str, detail: &Value) -> Result<T, ParseError> {
     serde_path_to_error::deserialize(detail).map_err(|e| {
         let path = e.path().to_string();
+        let mut path = if path == "." {
+            "detail".to_string()
+        } else {
+            format!("detail.{path}")
+        };
+        let problem = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(field) = problem
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            path = format!("{path}.{field}");
+        }
         ParseError::Field {
             detail_type: detail_type.to_string(),
-            path: if path == "." { "detail".into() } else { format!("detail.{path}") },
-            problem: e.into_inner().to_string(),
+            path,
+            problem,
         }
     })
 }
@@ -487,7 +511,11 @@ pub fn parse_cloudwatch_time(s: &str) -> Option<DateTime<Utc>> {
 
 fn parse_job(job: &Value) -> Result<PipelineJob, ParseError> {
     let j: raw::Job = typed("CodePipeline job", job).map_err(|e| match e {
-        ParseError::Field { detail_type, path, problem } => ParseError::Field {
+        ParseError::Field {
+            detail_type,
+            path,
+            problem,
+        } => ParseError::Field {
             detail_type,
             path: path.replacen("detail", "CodePipeline.job", 1),
             problem,
@@ -495,7 +523,10 @@ fn parse_job(job: &Value) -> Result<PipelineJob, ParseError> {
         other => other,
     })?;
     let data = j.data.unwrap_or_default();
-    let configuration = data.action_configuration.and_then(|c| c.configuration).unwrap_or_default();
+    let configuration = data
+        .action_configuration
+        .and_then(|c| c.configuration)
+        .unwrap_or_default();
     Ok(PipelineJob {
         id: j.id,
         account_id: j.account_id.unwrap_or_default(),
@@ -508,7 +539,11 @@ fn parse_job(job: &Value) -> Result<PipelineJob, ParseError> {
 
 fn parse_approval(obj: &Map<String, Value>, approval: &Value) -> Result<ApprovalRequest, ParseError> {
     let a: raw::Approval = typed("Manual approval", approval).map_err(|e| match e {
-        ParseError::Field { detail_type, path, problem } => ParseError::Field {
+        ParseError::Field {
+            detail_type,
+            path,
+            problem,
+        } => ParseError::Field {
             detail_type,
             path: path.replacen("detail", "approval", 1),
             problem,
@@ -806,8 +841,14 @@ mod tests {
             "my-project:8745a7a9"
         );
         assert_eq!(short_build_id("my-project:8745a7a9"), "my-project:8745a7a9");
-        assert_eq!(stack_name("arn:aws:cloudformation:us-west-1:1:stack/teststack/abc-123"), "teststack");
-        assert_eq!(stack_name("arn:aws:cloudformation:us-west-1:1:stack/teststack"), "teststack");
+        assert_eq!(
+            stack_name("arn:aws:cloudformation:us-west-1:1:stack/teststack/abc-123"),
+            "teststack"
+        );
+        assert_eq!(
+            stack_name("arn:aws:cloudformation:us-west-1:1:stack/teststack"),
+            "teststack"
+        );
     }
 
     #[test]
@@ -828,8 +869,11 @@ mod tests {
         let body = br#"{"source":"aws.codepipeline","detail-type":"CodePipeline Stage Execution State Change",
             "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"pipeline":"p","stage":"s","state":"STARTED"}}"#;
         let err = parse_event(body).unwrap_err().to_string();
-        assert!(err.contains("execution-id"), "{err}");
-        assert!(err.starts_with("CodePipeline Stage Execution State Change event"), "{err}");
+        assert!(err.contains("`detail.execution-id`: missing field"), "{err}");
+        assert!(
+            err.starts_with("CodePipeline Stage Execution State Change event"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -864,13 +908,18 @@ mod tests {
 
     #[test]
     fn identity_ignores_envelope_id_and_key_order() {
-        let a = br#"{"id":"one","source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
+        let a =
+            br#"{"id":"one","source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
             "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"deploymentId":"d-1","state":"START"}}"#;
         let b = br#"{"detail":{"state":"START","deploymentId":"d-1"},"id":"two","source":"aws.codedeploy",
             "detail-type":"CodeDeploy Deployment State-change Notification","account":"1","region":"r","time":"2020-01-01T00:00:00Z"}"#;
         let c = br#"{"id":"one","source":"aws.codedeploy","detail-type":"CodeDeploy Deployment State-change Notification",
             "account":"1","region":"r","time":"2020-01-01T00:00:00Z","detail":{"deploymentId":"d-1","state":"SUCCESS"}}"#;
-        let (a, b, c) = (parse_event(a).unwrap(), parse_event(b).unwrap(), parse_event(c).unwrap());
+        let (a, b, c) = (
+            parse_event(a).unwrap(),
+            parse_event(b).unwrap(),
+            parse_event(c).unwrap(),
+        );
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
     }
@@ -889,7 +938,9 @@ mod tests {
         let body = br#"{"CodePipeline.job":{"id":"j-1","accountId":"1","data":{"actionConfiguration":{"configuration":
             {"FunctionName":"f","UserParameters":"policy=prod"}},"artifactCredentials":{"secretAccessKey":"SECRET-XYZ",
             "sessionToken":"TOKEN-XYZ","accessKeyId":"AKIA-XYZ"},"inputArtifacts":[{"name":"Src"}]}}}"#;
-        let Inbound::PipelineJob(job) = parse_inbound(body).unwrap() else { panic!("not a job") };
+        let Inbound::PipelineJob(job) = parse_inbound(body).unwrap() else {
+            panic!("not a job")
+        };
         assert_eq!(job.user_parameters.as_deref(), Some("policy=prod"));
         assert_eq!(job.input_artifacts, vec!["Src".to_string()]);
         let shown = format!("{job:?}");

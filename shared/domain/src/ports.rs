@@ -1,7 +1,7 @@
 //! Ports: what the domain needs from the outside world, as narrow traits. Adapters implement them over DynamoDB and
 //! SNS (`tollgate-aws`) and in memory ([`crate::memory`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,8 +37,45 @@ pub struct Recorded {
     /// Every event of the event's record after the write, this one included. For series records (stacks, alarms,
     /// instances), just this event.
     pub history: Vec<DeliveryEvent>,
-    /// Keys of the notifications already published for this record.
-    pub notified: BTreeSet<String>,
+    /// Notifications of this record already published or being published, by key.
+    pub notified: BTreeMap<String, Mark>,
+}
+
+/// Where a notification stands. A publisher first claims it, publishes, then marks it sent; a claim that is older
+/// than the lease is considered abandoned (its holder died) and may be taken over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    Claimed { at: DateTime<Utc>, token: String },
+    Sent,
+}
+
+impl Mark {
+    /// The stored form: `sent` or `claim@<RFC 3339 seconds>@<token>`. Claims sort by time, so "older than" is a
+    /// string comparison a conditional write can make.
+    pub fn encode(&self) -> String {
+        match self {
+            Mark::Sent => "sent".into(),
+            Mark::Claimed { at, token } => format!("{}{token}", claim_prefix_at(at)),
+        }
+    }
+
+    pub fn decode(text: &str) -> Mark {
+        let claimed = text.strip_prefix("claim@").and_then(|rest| {
+            let (at, token) = rest.split_once('@')?;
+            let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+            Some(Mark::Claimed {
+                at,
+                token: token.to_string(),
+            })
+        });
+        // Anything that is not a readable claim counts as sent: never publish twice because of an odd marker.
+        claimed.unwrap_or(Mark::Sent)
+    }
+}
+
+/// `claim@<time>@`: the part of an encoded claim up to its token.
+pub fn claim_prefix_at(at: &DateTime<Utc>) -> String {
+    format!("claim@{}@", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// A message that could not be processed, kept with the reason.
@@ -74,8 +111,19 @@ impl Rejected {
 pub trait EventRecorder: Send + Sync {
     /// Records the event with one conditional write keyed by its id; a duplicate changes nothing.
     async fn record(&self, event: &DeliveryEvent) -> Result<Recorded, StoreError>;
-    /// Marks a notification of the event's record as published. Returns false if it already was.
-    async fn mark_notified(&self, event: &DeliveryEvent, key: &str) -> Result<bool, StoreError>;
+    /// Claims the right to publish notification `key` of the event's record: succeeds when there is no marker, or
+    /// when the marker is a claim made before `stale_before`. Returns false when someone else holds it.
+    async fn claim_notification(
+        &self,
+        event: &DeliveryEvent,
+        key: &str,
+        claim: &Mark,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Marks the notification sent, if `claim` still holds it.
+    async fn finish_notification(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError>;
+    /// Drops `claim` after a failed publish, so a redelivery can claim again at once.
+    async fn release_notification(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError>;
     /// Keeps a message that cannot be processed, with the reason.
     async fn keep_rejected(&self, rejected: &Rejected) -> Result<(), StoreError>;
 }

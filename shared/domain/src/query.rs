@@ -16,6 +16,22 @@ pub async fn execution_timeline<Q: TimelineQueries + ?Sized>(
         return Ok(None);
     }
     let mut timeline = ExecutionTimeline::fold(key, &events);
+    link_runs(store, &mut timeline).await?;
+    Ok(Some(timeline))
+}
+
+/// Reads the builds and deployments a timeline's actions ran and attaches them.
+pub async fn link_runs<Q: TimelineQueries + ?Sized>(
+    store: &Q,
+    timeline: &mut ExecutionTimeline,
+) -> Result<(), StoreError> {
+    let key = ExecutionKey {
+        account: timeline.account.clone(),
+        region: timeline.region.clone(),
+        pipeline: timeline.pipeline.clone(),
+        execution_id: timeline.execution_id.clone(),
+    };
+    let key = &key;
     let (mut builds, mut deployments) = (BTreeMap::new(), BTreeMap::new());
     for run in timeline.external_runs() {
         match run {
@@ -42,5 +58,5 @@ pub async fn execution_timeline<Q: TimelineQueries + ?Sized>(
         }
     }
     timeline.link(&builds, &deployments);
-    Ok(Some(timeline))
+    Ok(())
 }

@@ -202,9 +202,7 @@ fn canonical(events: &[DeliveryEvent]) -> Vec<&DeliveryEvent> {
         by_id.entry(e.id.as_str()).or_insert(e);
     }
     let mut v: Vec<&DeliveryEvent> = by_id.into_values().collect();
-    v.sort_by(|a, b| {
-        (a.time, is_terminal(state_of(a)), &a.id).cmp(&(b.time, is_terminal(state_of(b)), &b.id))
-    });
+    v.sort_by(|a, b| (a.time, is_terminal(state_of(a)), &a.id).cmp(&(b.time, is_terminal(state_of(b)), &b.id)));
     v
 }
 
@@ -289,6 +287,11 @@ impl ExecutionTimeline {
                     if !a.action_type.provider.is_empty() {
                         ac.action_type = a.action_type.clone();
                     }
+                    if !is_terminal(&a.state) {
+                        // A (re)started attempt: how an earlier attempt ended no longer describes the action.
+                        ac.result.external_execution_summary = None;
+                        ac.result.error_code = None;
+                    }
                     let r = &a.result;
                     set_if_some(&mut ac.result.external_execution_id, &r.external_execution_id);
                     set_if_some(&mut ac.result.external_execution_url, &r.external_execution_url);
@@ -298,8 +301,10 @@ impl ExecutionTimeline {
                 _ => {}
             }
         }
-        let mut stage_list: Vec<(Option<DateTime<Utc>>, String, StageAcc)> =
-            stages.into_iter().map(|(name, acc)| (acc.first_seen, name, acc)).collect();
+        let mut stage_list: Vec<(Option<DateTime<Utc>>, String, StageAcc)> = stages
+            .into_iter()
+            .map(|(name, acc)| (acc.first_seen, name, acc))
+            .collect();
         stage_list.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let mut source_revisions = Vec::new();
         let stages: Vec<StageTimeline> = stage_list
@@ -330,7 +335,10 @@ impl ExecutionTimeline {
                         }
                     })
                     .collect();
-                for a in actions.iter().filter(|a| a.category == "Source" && a.state == "SUCCEEDED") {
+                for a in actions
+                    .iter()
+                    .filter(|a| a.category == "Source" && a.state == "SUCCEEDED")
+                {
                     let notified = notified_revisions.remove(&a.name);
                     source_revisions.push(SourceRevision {
                         action: a.name.clone(),
@@ -385,7 +393,11 @@ impl ExecutionTimeline {
     }
 
     /// Attaches builds and deployments to the actions that ran them.
-    pub fn link(&mut self, builds: &BTreeMap<String, BuildTimeline>, deployments: &BTreeMap<String, DeploymentTimeline>) {
+    pub fn link(
+        &mut self,
+        builds: &BTreeMap<String, BuildTimeline>,
+        deployments: &BTreeMap<String, DeploymentTimeline>,
+    ) {
         for action in self.stages.iter_mut().flat_map(|s| s.actions.iter_mut()) {
             match action.external_run() {
                 Some(ExternalRun::Build(id)) => action.build = builds.get(&id).cloned(),
@@ -456,7 +468,11 @@ pub fn fold_build(events: &[DeliveryEvent]) -> Option<BuildTimeline> {
     }
     let mut b = out?;
     let r = track.resolve(true);
-    b.status = if track.obs.is_empty() { "IN_PROGRESS".into() } else { r.state };
+    b.status = if track.obs.is_empty() {
+        "IN_PROGRESS".into()
+    } else {
+        r.state
+    };
     b.started_at = b.started_at.or(r.started_at);
     b.ended_at = r.ended_at;
     b.duration_secs = duration_secs(b.started_at, b.ended_at);
@@ -481,7 +497,10 @@ const PHASE_ORDER: [&str; 11] = [
 ];
 
 fn phase_rank(phase: &str) -> usize {
-    PHASE_ORDER.iter().position(|p| *p == phase).unwrap_or(PHASE_ORDER.len())
+    PHASE_ORDER
+        .iter()
+        .position(|p| *p == phase)
+        .unwrap_or(PHASE_ORDER.len())
 }
 
 /// Folds a deployment's events.

@@ -19,16 +19,40 @@ enum Expected {
 
 fn expected_kind(file: &str) -> Expected {
     let table = [
-        ("codepipeline-pipeline-execution-state-change", Expected::Event(EventKind::PipelineExecution)),
-        ("codepipeline-stage-execution-state-change", Expected::Event(EventKind::StageExecution)),
-        ("codepipeline-action-execution-state-change", Expected::Event(EventKind::ActionExecution)),
+        (
+            "codepipeline-pipeline-execution-state-change",
+            Expected::Event(EventKind::PipelineExecution),
+        ),
+        (
+            "codepipeline-stage-execution-state-change",
+            Expected::Event(EventKind::StageExecution),
+        ),
+        (
+            "codepipeline-action-execution-state-change",
+            Expected::Event(EventKind::ActionExecution),
+        ),
         ("codebuild-build-state-change", Expected::Event(EventKind::BuildState)),
         ("codebuild-build-phase-change", Expected::Event(EventKind::BuildPhase)),
-        ("codedeploy-deployment-state-change", Expected::Event(EventKind::DeploymentState)),
-        ("codedeploy-instance-state-change", Expected::Event(EventKind::InstanceState)),
-        ("cloudformation-stack-status-change", Expected::Event(EventKind::StackStatus)),
-        ("cloudformation-resource-status-change", Expected::Event(EventKind::ResourceStatus)),
-        ("cloudformation-drift-detection-status-change", Expected::Event(EventKind::DriftDetection)),
+        (
+            "codedeploy-deployment-state-change",
+            Expected::Event(EventKind::DeploymentState),
+        ),
+        (
+            "codedeploy-instance-state-change",
+            Expected::Event(EventKind::InstanceState),
+        ),
+        (
+            "cloudformation-stack-status-change",
+            Expected::Event(EventKind::StackStatus),
+        ),
+        (
+            "cloudformation-resource-status-change",
+            Expected::Event(EventKind::ResourceStatus),
+        ),
+        (
+            "cloudformation-drift-detection-status-change",
+            Expected::Event(EventKind::DriftDetection),
+        ),
         ("cloudwatch-alarm-state-change", Expected::Event(EventKind::AlarmState)),
         ("codepipeline-job", Expected::Job),
         ("codepipeline-manual-approval", Expected::Approval),
@@ -61,7 +85,11 @@ fn json_files(dir: &Path) -> Vec<PathBuf> {
 /// The samples AWS published as invalid JSON, with where serde_json finds the fault.
 const INVALID_AS_PUBLISHED: [(&str, usize, usize); 3] = [
     ("codepipeline-action-execution-state-change.started.json", 3, 12),
-    ("codepipeline-pipeline-execution-state-change.failed.processed-notification.json", 28, 1),
+    (
+        "codepipeline-pipeline-execution-state-change.failed.processed-notification.json",
+        28,
+        1,
+    ),
     ("codepipeline-stage-execution-state-change.started.json", 3, 12),
 ];
 
@@ -69,7 +97,10 @@ const INVALID_AS_PUBLISHED: [(&str, usize, usize); 3] = [
 fn every_aws_sample_parses_into_its_kind() {
     let dir = workspace().join("../shared/aws-events");
     if !dir.is_dir() {
-        eprintln!("SKIPPED: {} does not exist, so the AWS samples were not checked", dir.display());
+        eprintln!(
+            "SKIPPED: {} does not exist, so the AWS samples were not checked",
+            dir.display()
+        );
         return;
     }
     let (mut parsed, mut refused) = (0, 0);
@@ -82,7 +113,10 @@ fn every_aws_sample_parses_into_its_kind() {
                 Err(ParseError::Json { line: l, column: c, .. }) => {
                     assert_eq!((l, c), (*line, *column), "{name}: position of the JSON error");
                     let msg = result_message(&bytes);
-                    assert!(msg.starts_with(&format!("invalid JSON at line {line}, column {column}")), "{name}: {msg}");
+                    assert!(
+                        msg.starts_with(&format!("invalid JSON at line {line}, column {column}")),
+                        "{name}: {msg}"
+                    );
                     refused += 1;
                 }
                 other => panic!("{name} is invalid JSON as published and must be refused, got {other:?}"),
@@ -95,7 +129,9 @@ fn every_aws_sample_parses_into_its_kind() {
     }
     assert_eq!(refused, 3, "all three invalid samples were seen");
     assert!(parsed >= 27, "only {parsed} valid samples were parsed");
-    eprintln!("aws-events: {parsed} valid samples parsed into their kinds, {refused} invalid ones refused with positions");
+    eprintln!(
+        "aws-events: {parsed} valid samples parsed into their kinds, {refused} invalid ones refused with positions"
+    );
 }
 
 fn result_message(bytes: &[u8]) -> String {
@@ -114,7 +150,9 @@ fn aws_samples_keep_the_facts_timelines_need() {
         eprintln!("SKIPPED: ../shared/aws-events is missing");
         return;
     };
-    let EventBody::BuildState(b) = &build.body else { panic!("not a build") };
+    let EventBody::BuildState(b) = &build.body else {
+        panic!("not a build")
+    };
     assert_eq!(b.build_id, "my-sample-project:8745a7a9-c340-456a-9166-edf953571bEX");
     assert_eq!(b.started_at.unwrap().to_rfc3339(), "2017-09-01T16:12:29+00:00");
     assert_eq!(b.phases.len(), 10);
@@ -123,34 +161,48 @@ fn aws_samples_keep_the_facts_timelines_need() {
     let Some(Inbound::Event(action)) = sample("codepipeline-action-execution-state-change.failed.json") else {
         panic!("sample missing")
     };
-    let EventBody::ActionExecution(a) = &action.body else { panic!("not an action") };
+    let EventBody::ActionExecution(a) = &action.body else {
+        panic!("not an action")
+    };
     assert_eq!(a.result.error_code.as_deref(), Some("JobFailed"));
     assert_eq!(a.action_type.provider, "CodeDeploy");
 
     let Some(Inbound::Event(started)) = sample("codepipeline-pipeline-execution-state-change.started.json") else {
         panic!("sample missing")
     };
-    let EventBody::PipelineExecution(p) = &started.body else { panic!("not a pipeline event") };
+    let EventBody::PipelineExecution(p) = &started.body else {
+        panic!("not a pipeline event")
+    };
     assert_eq!(p.trigger.as_ref().unwrap().trigger_type, "StartPipelineExecution");
 
-    let Some(Inbound::Event(stage)) = sample("codepipeline-stage-execution-state-change.started.processed-notification.json")
+    let Some(Inbound::Event(stage)) =
+        sample("codepipeline-stage-execution-state-change.started.processed-notification.json")
     else {
         panic!("sample missing")
     };
-    let EventBody::StageExecution(s) = &stage.body else { panic!("not a stage event") };
+    let EventBody::StageExecution(s) = &stage.body else {
+        panic!("not a stage event")
+    };
     assert_eq!(s.source_revisions[0].revision_id.as_deref(), Some("<ID>"));
     assert_eq!(s.source_revisions[0].branch.as_deref(), Some("main"));
 
     let Some(Inbound::Event(deploy)) = sample("codedeploy-instance-state-change-notification.json") else {
         panic!("sample missing")
     };
-    let EventBody::InstanceState(i) = &deploy.body else { panic!("not an instance event") };
-    assert_eq!((i.deployment_id.as_str(), i.instance_id.as_str()), ("d-123456789", "i-0000000aaaaaaaaaa"));
+    let EventBody::InstanceState(i) = &deploy.body else {
+        panic!("not an instance event")
+    };
+    assert_eq!(
+        (i.deployment_id.as_str(), i.instance_id.as_str()),
+        ("d-123456789", "i-0000000aaaaaaaaaa")
+    );
 
     let Some(Inbound::Event(alarm)) = sample("cloudwatch-alarm-state-change.composite-with-suppressor.json") else {
         panic!("sample missing")
     };
-    let EventBody::AlarmState(al) = &alarm.body else { panic!("not an alarm") };
+    let EventBody::AlarmState(al) = &alarm.body else {
+        panic!("not an alarm")
+    };
     assert_eq!(al.state, "ALARM");
 
     let Some(Inbound::PipelineJob(job)) = sample("codepipeline-job-lambda-invoke.action-reference.json") else {

@@ -65,7 +65,14 @@ fn stage(secs: i64, name: &str, state: &str) -> DeliveryEvent {
     )
 }
 
-fn action_with(secs: i64, stage: &str, name: &str, state: &str, kind: (&str, &str), result: ExecutionResult) -> DeliveryEvent {
+fn action_with(
+    secs: i64,
+    stage: &str,
+    name: &str,
+    state: &str,
+    kind: (&str, &str),
+    result: ExecutionResult,
+) -> DeliveryEvent {
     let (category, provider) = kind;
     event(
         secs,
@@ -86,7 +93,14 @@ fn action_with(secs: i64, stage: &str, name: &str, state: &str, kind: (&str, &st
 }
 
 fn action(secs: i64, stage: &str, name: &str, state: &str) -> DeliveryEvent {
-    action_with(secs, stage, name, state, ("Invoke", "Lambda"), ExecutionResult::default())
+    action_with(
+        secs,
+        stage,
+        name,
+        state,
+        ("Invoke", "Lambda"),
+        ExecutionResult::default(),
+    )
 }
 
 fn build_state(secs: i64, status: &str, started_at: Option<i64>, phases: Vec<BuildPhase>) -> DeliveryEvent {
@@ -159,15 +173,27 @@ fn orders<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
 fn fold_every_order(events: &[DeliveryEvent]) -> ExecutionTimeline {
     let expected = ExecutionTimeline::fold(&key(), events);
     for order in orders(events) {
-        assert_eq!(ExecutionTimeline::fold(&key(), &order), expected, "order {:?}", ids(&order));
+        assert_eq!(
+            ExecutionTimeline::fold(&key(), &order),
+            expected,
+            "order {:?}",
+            ids(&order)
+        );
     }
     let twice: Vec<DeliveryEvent> = events.iter().chain(events.iter().rev()).cloned().collect();
-    assert_eq!(ExecutionTimeline::fold(&key(), &twice), expected, "duplicates count once");
+    assert_eq!(
+        ExecutionTimeline::fold(&key(), &twice),
+        expected,
+        "duplicates count once"
+    );
     expected
 }
 
 fn ids(events: &[DeliveryEvent]) -> Vec<String> {
-    events.iter().map(|e| format!("{} {}", e.time.format("%H:%M:%S"), state_of(e))).collect()
+    events
+        .iter()
+        .map(|e| format!("{} {}", e.time.format("%H:%M:%S"), state_of(e)))
+        .collect()
 }
 
 fn state_of(e: &DeliveryEvent) -> &str {
@@ -439,7 +465,12 @@ fn fold_build_every_order(events: &[DeliveryEvent]) -> BuildTimeline {
 fn fold_deployment_every_order(events: &[DeliveryEvent]) -> DeploymentTimeline {
     let expected = fold_deployment(events).expect("a deployment");
     for order in orders(events) {
-        assert_eq!(fold_deployment(&order).as_ref(), Some(&expected), "order {:?}", ids(&order));
+        assert_eq!(
+            fold_deployment(&order).as_ref(),
+            Some(&expected),
+            "order {:?}",
+            ids(&order)
+        );
     }
     expected
 }
@@ -467,14 +498,20 @@ fn deployment_terminal_state_is_final_in_any_arrival_order() {
         assert_eq!(d.ended_at, case.ended.map(at), "{}: ended", case.rule);
         let duration = case.ended.zip(case.started).map(|(e, s)| e - s);
         assert_eq!(d.duration_secs, duration, "{}: duration", case.rule);
-        assert_eq!((d.application.as_str(), d.deployment_group.as_str()), ("app", "production"));
+        assert_eq!(
+            (d.application.as_str(), d.deployment_group.as_str()),
+            ("app", "production")
+        );
     }
 }
 
 #[test]
 fn build_duration_counts_from_codebuilds_own_start_time() {
     // CodeBuild says when the build started (`build-start-time`), which can be earlier than the first state event.
-    let events = vec![build_state(5, "IN_PROGRESS", Some(2), vec![]), build_state(300, "SUCCEEDED", Some(2), vec![])];
+    let events = vec![
+        build_state(5, "IN_PROGRESS", Some(2), vec![]),
+        build_state(300, "SUCCEEDED", Some(2), vec![]),
+    ];
     let b = fold_build_every_order(&events);
     assert_eq!(b.started_at, Some(at(2)));
     assert_eq!(b.duration_secs, Some(298));
@@ -489,7 +526,10 @@ fn build_known_only_from_phase_events_is_in_progress() {
     assert_eq!(b.status, "IN_PROGRESS");
     assert_eq!(b.ended_at, None);
     assert!(fold_build(&[]).is_none());
-    assert!(fold_deployment(&[pipeline(0, "STARTED")]).is_none(), "other kinds are not a deployment");
+    assert!(
+        fold_deployment(&[pipeline(0, "STARTED")]).is_none(),
+        "other kinds are not a deployment"
+    );
 }
 
 /// A table of phase merges: events (each a state or a phase change) and the phases expected, in CodeBuild's order.
@@ -504,7 +544,12 @@ fn codebuild_phases_merge_from_state_and_phase_events_in_codebuild_order() {
         PhaseCase {
             rule: "a state event's phases and later phase changes, sorted by CodeBuild's order not by name",
             events: vec![
-                build_state(1, "IN_PROGRESS", Some(0), vec![phase("SUBMITTED", 0, Some(1)), phase("QUEUED", 1, None)]),
+                build_state(
+                    1,
+                    "IN_PROGRESS",
+                    Some(0),
+                    vec![phase("SUBMITTED", 0, Some(1)), phase("QUEUED", 1, None)],
+                ),
                 build_phase(45, phase("PROVISIONING", 3, Some(44))),
                 build_phase(364, phase("BUILD", 75, Some(363))),
             ],
@@ -588,7 +633,9 @@ fn story_build_phases_are_complete_and_in_codebuild_order() {
 fn source_result(commit: &str, summary: &str) -> ExecutionResult {
     ExecutionResult {
         external_execution_id: Some(commit.into()),
-        external_execution_url: Some(format!("https://github.com/example-shop/checkout-service/commit/{commit}")),
+        external_execution_url: Some(format!(
+            "https://github.com/example-shop/checkout-service/commit/{commit}"
+        )),
         external_execution_summary: Some(summary.into()),
         error_code: None,
     }
@@ -602,7 +649,14 @@ fn source_revision_comes_from_the_source_actions_success() {
     let events = vec![
         stage(1, "Source", "STARTED"),
         action_with(2, "Source", "Source", "STARTED", SOURCE, ExecutionResult::default()),
-        action_with(5, "Source", "Source", "SUCCEEDED", SOURCE, source_result(commit, "Add express checkout")),
+        action_with(
+            5,
+            "Source",
+            "Source",
+            "SUCCEEDED",
+            SOURCE,
+            source_result(commit, "Add express checkout"),
+        ),
         stage(6, "Source", "SUCCEEDED"),
     ];
     let t = fold_every_order(&events);
@@ -613,7 +667,9 @@ fn source_revision_comes_from_the_source_actions_success() {
             provider: Some("CodeStarSourceConnection".into()),
             revision_id: Some(commit.into()),
             summary: Some("Add express checkout".into()),
-            url: Some(format!("https://github.com/example-shop/checkout-service/commit/{commit}")),
+            url: Some(format!(
+                "https://github.com/example-shop/checkout-service/commit/{commit}"
+            )),
             branch: None,
             repository: None,
         }]
@@ -656,10 +712,22 @@ fn source_revision_takes_branch_and_repository_from_a_processed_notification() {
     }
     let events = vec![
         started.clone(),
-        action_with(5, "Source", "Source", "SUCCEEDED", SOURCE, source_result(commit, "Fix null basket in express checkout")),
+        action_with(
+            5,
+            "Source",
+            "Source",
+            "SUCCEEDED",
+            SOURCE,
+            source_result(commit, "Fix null basket in express checkout"),
+        ),
     ];
     let t = fold_every_order(&events);
-    assert_eq!(t.source_revisions.len(), 1, "one revision, not one per route: {:?}", t.source_revisions);
+    assert_eq!(
+        t.source_revisions.len(),
+        1,
+        "one revision, not one per route: {:?}",
+        t.source_revisions
+    );
     let r = &t.source_revisions[0];
     assert_eq!(r.revision_id.as_deref(), Some(commit));
     assert_eq!(r.branch.as_deref(), Some("main"));
@@ -684,10 +752,16 @@ fn story_source_revisions_are_the_commits_of_each_execution() {
     };
     let a = of(EXEC_A);
     assert_eq!(a.source_revisions.len(), 1);
-    assert_eq!(a.source_revisions[0].revision_id.as_deref(), Some("ec964d3d4496eba592913bcbacbb07b7df1db1af"));
+    assert_eq!(
+        a.source_revisions[0].revision_id.as_deref(),
+        Some("ec964d3d4496eba592913bcbacbb07b7df1db1af")
+    );
     assert_eq!(a.source_revisions[0].summary.as_deref(), Some("Add express checkout"));
     let b = of(EXEC_B);
-    assert_eq!(b.source_revisions[0].revision_id.as_deref(), Some("efc8cb0e1936524a9ad401f808250218c791b143"));
+    assert_eq!(
+        b.source_revisions[0].revision_id.as_deref(),
+        Some("efc8cb0e1936524a9ad401f808250218c791b143")
+    );
     assert_eq!(b.trigger.as_ref().map(|t| t.trigger_type.as_str()), Some("Webhook"));
 }
 
@@ -697,7 +771,10 @@ async fn linked_timeline_of_a(bodies: &[String]) -> ExecutionTimeline {
     for body in bodies {
         store.record(&parse_event(body.as_bytes()).unwrap()).await.unwrap();
     }
-    execution_timeline(&store, &exec_key(EXEC_A)).await.unwrap().expect("A is recorded")
+    execution_timeline(&store, &exec_key(EXEC_A))
+        .await
+        .unwrap()
+        .expect("A is recorded")
 }
 
 #[tokio::test]
@@ -708,11 +785,18 @@ async fn builds_link_to_actions_through_the_short_build_id_of_the_codebuild_arn(
         .find(|v| v["detail-type"] == "CodeBuild Build State Change")
         .map(|v| v["detail"]["build-id"].as_str().unwrap().to_string())
         .unwrap();
-    assert!(raw_build_id.starts_with("arn:aws:codebuild:"), "CodeBuild names its build by ARN: {raw_build_id}");
+    assert!(
+        raw_build_id.starts_with("arn:aws:codebuild:"),
+        "CodeBuild names its build by ARN: {raw_build_id}"
+    );
     let a = linked_timeline_of_a(&story_bodies()).await;
     let action = &a.stage("Build").expect("the Build stage").actions[0];
     let short = "checkout-service-build:9819ab2e-072d-45f1-994e-a17e21683b95";
-    assert_eq!(action.external_execution_id.as_deref(), Some(short), "CodePipeline names it project:uuid");
+    assert_eq!(
+        action.external_execution_id.as_deref(),
+        Some(short),
+        "CodePipeline names it project:uuid"
+    );
     assert!(raw_build_id.ends_with(short));
     let build = action.build.as_ref().expect("the build is linked");
     assert_eq!(build.build_id, short);
@@ -720,7 +804,10 @@ async fn builds_link_to_actions_through_the_short_build_id_of_the_codebuild_arn(
     assert_eq!(build.phases.len(), 11);
     // The build's logs are the best link for an engineer.
     assert_eq!(action.link(), build.logs_url.as_deref());
-    assert!(action.link().unwrap().contains("logEvent:group=/aws/codebuild/checkout-service-build"));
+    assert!(action
+        .link()
+        .unwrap()
+        .contains("logEvent:group=/aws/codebuild/checkout-service-build"));
     // Deployments link by CodeDeploy's id; the production one failed.
     let deploy = &a.stage("Production").unwrap().actions[0];
     let d = deploy.deployment.as_ref().expect("the deployment is linked");
@@ -747,7 +834,11 @@ async fn a_build_with_another_id_is_not_linked() {
     let a = linked_timeline_of_a(&bodies).await;
     let action = &a.stage("Build").unwrap().actions[0];
     assert!(action.build.is_none(), "B's build was linked to A: {:?}", action.build);
-    assert_eq!(action.link(), action.external_execution_url.as_deref(), "falls back to the action's own page");
+    assert_eq!(
+        action.link(),
+        action.external_execution_url.as_deref(),
+        "falls back to the action's own page"
+    );
 }
 
 #[test]
@@ -849,4 +940,67 @@ fn action_result_fields_survive_events_that_lack_them() {
     assert_eq!(a.summary.as_deref(), Some("Deployment d-1 failed"));
     assert_eq!(a.error_code.as_deref(), Some("JobFailed"));
     assert_eq!((a.provider.as_str(), a.category.as_str()), ("CodeDeploy", "Deploy"));
+}
+
+#[test]
+fn a_retried_action_shows_the_result_of_its_latest_attempt() {
+    const DEPLOY: (&str, &str) = ("Deploy", "CodeDeploy");
+    let attempt = |id: &str| ExecutionResult {
+        external_execution_id: Some(id.into()),
+        external_execution_url: Some(format!("https://example.com/{id}")),
+        ..ExecutionResult::default()
+    };
+    let failed = ExecutionResult {
+        external_execution_summary: Some("Deployment d-1 failed: alarm checkout-service-5xx".into()),
+        error_code: Some("JobFailed".into()),
+        ..attempt("d-1")
+    };
+    let first_attempt = vec![
+        action_with(0, "Production", "Deploy", "STARTED", DEPLOY, attempt("d-1")),
+        action_with(60, "Production", "Deploy", "FAILED", DEPLOY, failed),
+    ];
+    let t = fold_every_order(&first_attempt);
+    assert_eq!(t.stages[0].actions[0].error_code.as_deref(), Some("JobFailed"));
+
+    // The stage is retried: a new attempt with a new deployment starts, then succeeds without a summary.
+    let mut retried = first_attempt.clone();
+    retried.push(action_with(
+        300,
+        "Production",
+        "Deploy",
+        "STARTED",
+        DEPLOY,
+        attempt("d-2"),
+    ));
+    let running = fold_every_order(&retried);
+    let a = &running.stages[0].actions[0];
+    assert_eq!(
+        (a.state.as_str(), a.external_execution_id.as_deref()),
+        ("STARTED", Some("d-2"))
+    );
+    assert_eq!(a.error_code, None, "the running attempt has not failed: {a:#?}");
+    assert_eq!(
+        a.summary, None,
+        "the failed attempt's summary is not the running one's: {a:#?}"
+    );
+
+    retried.push(action_with(
+        420,
+        "Production",
+        "Deploy",
+        "SUCCEEDED",
+        DEPLOY,
+        attempt("d-2"),
+    ));
+    let t = fold_every_order(&retried);
+    let a = &t.stages[0].actions[0];
+    assert_eq!(a.state, "SUCCEEDED");
+    assert_eq!(a.external_execution_id.as_deref(), Some("d-2"));
+    assert_eq!(a.external_execution_url.as_deref(), Some("https://example.com/d-2"));
+    assert_eq!(
+        a.error_code, None,
+        "a succeeded action must not show the failed attempt's error: {a:#?}"
+    );
+    assert_eq!(a.summary, None, "{a:#?}");
+    assert!(t.failing_action().is_none());
 }

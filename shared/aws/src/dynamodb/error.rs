@@ -52,9 +52,7 @@ where
                 StoreError::Permanent(text)
             }
         }
-        SdkError::TimeoutError(_) => {
-            StoreError::Transient(format!("{what} timed out: {}", DisplayErrorContext(err)))
-        }
+        SdkError::TimeoutError(_) => StoreError::Transient(format!("{what} timed out: {}", DisplayErrorContext(err))),
         SdkError::DispatchFailure(_) => StoreError::Transient(format!(
             "{what} could not be sent (connection or I/O failure): {}",
             DisplayErrorContext(err)

@@ -1,13 +1,13 @@
 //! The stored form of Tollgate's records: which attributes each item type has, the update that records an event on
 //! an aggregate item, and reading items back into domain values. The design is in docs/table-design.md.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use tollgate_domain::event::{DeliveryEvent, EventBody};
 use tollgate_domain::keys::{pipeline_gsi_pk, ExecutionKey, Subject};
-use tollgate_domain::ports::{ExecutionSummary, Rejected, StoreError};
+use tollgate_domain::ports::{ExecutionSummary, Mark, Rejected, StoreError};
 use tollgate_domain::timeline::is_terminal;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -50,7 +50,11 @@ fn exact_time(t: &DateTime<Utc>) -> String {
 
 /// Time in the sort key of rejected messages: fixed-width milliseconds (SQS timestamps are milliseconds).
 pub(crate) fn rejected_sk(r: &Rejected) -> String {
-    format!("{}#{}", r.received_at.to_rfc3339_opts(SecondsFormat::Millis, true), r.message_id)
+    format!(
+        "{}#{}",
+        r.received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        r.message_id
+    )
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -147,7 +151,13 @@ pub(crate) fn aggregate_update(
                 // under the status of its terminal event once that arrived, and under IN_PROGRESS until then.
                 let terminal = is_terminal(&d.state);
                 let status = if terminal { d.state.as_str() } else { IN_PROGRESS };
-                let gsi2sk = format!("{}#{}#{}#{}", sort_time(&event.time), key.account, key.region, key.deployment_id);
+                let gsi2sk = format!(
+                    "{}#{}#{}#{}",
+                    sort_time(&event.time),
+                    key.account,
+                    key.region,
+                    key.deployment_id
+                );
                 u.set_as("gsi2pk", "gsi2pk", s(format!("DEPLOY#{status}")), !terminal);
                 u.set_as("gsi2sk", "gsi2sk", s(gsi2sk), !terminal);
             }
@@ -174,7 +184,12 @@ fn execution_attributes(u: &mut Update, event: &DeliveryEvent, key: &ExecutionKe
 }
 
 /// A series item: one event, under its subject's partition, sorted by time.
-pub(crate) fn series_item(event: &DeliveryEvent, pk: String, sk: String, retention_days: i64) -> Result<Item, StoreError> {
+pub(crate) fn series_item(
+    event: &DeliveryEvent,
+    pk: String,
+    sk: String,
+    retention_days: i64,
+) -> Result<Item, StoreError> {
     Ok(HashMap::from([
         ("pk".to_string(), s(pk)),
         ("sk".to_string(), s(sk)),
@@ -200,7 +215,10 @@ pub(crate) fn rejected_item(r: &Rejected, pk: String, retention_days: i64) -> It
 }
 
 fn item_pk(item: &Item) -> &str {
-    item.get("pk").and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("(no pk)")
+    item.get("pk")
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .unwrap_or("(no pk)")
 }
 
 fn string_attr<'a>(pk: &str, item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
@@ -215,10 +233,15 @@ fn string_attr<'a>(pk: &str, item: &'a Item, name: &str) -> Result<&'a str, Stor
 
 fn parse_event(pk: &str, name: &str, value: &AttributeValue) -> Result<DeliveryEvent, StoreError> {
     let AttributeValue::S(json) = value else {
-        return Err(StoreError::Permanent(format!("item {pk}: attribute {name} should hold an event as a JSON string")));
+        return Err(StoreError::Permanent(format!(
+            "item {pk}: attribute {name} should hold an event as a JSON string"
+        )));
     };
-    serde_json::from_str(json)
-        .map_err(|e| StoreError::Permanent(format!("item {pk}: attribute {name} does not hold a readable event: {e}")))
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Permanent(format!(
+            "item {pk}: attribute {name} does not hold a readable event: {e}"
+        ))
+    })
 }
 
 /// Every event of an aggregate item, in event-id order (the in-memory store's order).
@@ -237,21 +260,34 @@ pub(crate) fn series_event(item: &Item) -> Result<DeliveryEvent, StoreError> {
     let pk = item_pk(item);
     match item.get(EVENT) {
         Some(value) => parse_event(pk, EVENT, value),
-        None => Err(StoreError::Permanent(format!("item {pk}: attribute {EVENT} is missing"))),
+        None => Err(StoreError::Permanent(format!(
+            "item {pk}: attribute {EVENT} is missing"
+        ))),
     }
 }
 
-/// Keys of the notifications marked published on an item.
-pub(crate) fn notified(item: &Item) -> BTreeSet<String> {
-    item.keys()
-        .filter_map(|name| name.strip_prefix(MARKER_PREFIX))
-        .map(str::to_string)
+/// The notification markers of an item, by notification key.
+pub(crate) fn notified(item: &Item) -> BTreeMap<String, Mark> {
+    item.iter()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix(MARKER_PREFIX)?;
+            // A marker that is not a string (written by hand?) counts as sent: never publish twice.
+            let mark = value.as_s().map(|v| Mark::decode(v)).unwrap_or(Mark::Sent);
+            Some((key.to_string(), mark))
+        })
         .collect()
 }
 
 /// The attributes GSI1 must return for an [`ExecutionSummary`] (the index may project only these).
-pub(crate) const SUMMARY_ATTRIBUTES: [&str; 7] =
-    ["pk", "account", "region", "pipeline", "execution_id", GSI1_SK, PIPELINE_STATES];
+pub(crate) const SUMMARY_ATTRIBUTES: [&str; 7] = [
+    "pk",
+    "account",
+    "region",
+    "pipeline",
+    "execution_id",
+    GSI1_SK,
+    PIPELINE_STATES,
+];
 
 /// An execution as listed from GSI1.
 pub(crate) fn execution_summary(item: &Item) -> Result<ExecutionSummary, StoreError> {
@@ -272,9 +308,13 @@ pub(crate) fn execution_summary(item: &Item) -> Result<ExecutionSummary, StoreEr
         None => {}
         Some(AttributeValue::Ss(values)) => {
             for value in values {
-                let state = value.split_once('|').and_then(|(t, s)| Some((parse_time(t)?, s.to_string())));
+                let state = value
+                    .split_once('|')
+                    .and_then(|(t, s)| Some((parse_time(t)?, s.to_string())));
                 let state = state.ok_or_else(|| {
-                    StoreError::Permanent(format!("item {pk}: {PIPELINE_STATES} holds {value:?}, not <time>|<STATE>"))
+                    StoreError::Permanent(format!(
+                        "item {pk}: {PIPELINE_STATES} holds {value:?}, not <time>|<STATE>"
+                    ))
                 })?;
                 states.insert(state);
             }
@@ -296,7 +336,9 @@ pub(crate) fn rejected(item: &Item) -> Result<Rejected, StoreError> {
     let pk = item_pk(item);
     let received_text = string_attr(pk, item, "received_at")?;
     let received_at = parse_time(received_text).ok_or_else(|| {
-        StoreError::Permanent(format!("item {pk}: received_at {received_text:?} is not an RFC 3339 time"))
+        StoreError::Permanent(format!(
+            "item {pk}: received_at {received_text:?} is not an RFC 3339 time"
+        ))
     })?;
     Ok(Rejected {
         message_id: string_attr(pk, item, "message_id")?.to_string(),

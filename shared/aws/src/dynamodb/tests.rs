@@ -1,19 +1,20 @@
 //! The adapter at the SDK's HTTP layer: the exact requests it sends, and what it makes of DynamoDB's answers
 //! (errors are real HTTP answers, parsed by the SDK as in production).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use serde_json::{json, Value};
 use tollgate_domain::event::DeliveryEvent;
 use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, Rejected, StoreError};
+use tollgate_domain::ports::{EventRecorder, Mark, Rejected, StoreError};
 
 use super::*;
 
@@ -21,7 +22,8 @@ const TABLE: &str = "tollgate-test";
 
 fn client(rules: &[&Rule]) -> Client {
     // No retries: each answer below is the final one, and a test of "transient" must not wait out a backoff.
-    mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, rules, |b| b.retry_config(RetryConfig::disabled()))
+    mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, rules, |b| b
+        .retry_config(RetryConfig::disabled()))
 }
 
 fn store(rules: &[&Rule]) -> DynamoDbStore {
@@ -38,7 +40,10 @@ fn fixture(name: &str) -> DeliveryEvent {
 fn story() -> Vec<DeliveryEvent> {
     let text = include_str!("../../../../events/story/failed-deploy-and-fix.json");
     let values: Vec<Value> = serde_json::from_str(text).unwrap();
-    values.into_iter().map(|v| parse_event(v.to_string().as_bytes()).unwrap()).collect()
+    values
+        .into_iter()
+        .map(|v| parse_event(v.to_string().as_bytes()).unwrap())
+        .collect()
 }
 
 fn pipeline_started() -> DeliveryEvent {
@@ -59,14 +64,15 @@ fn wire_item(item: &HashMap<String, AttributeValue>) -> Value {
     Value::Object(attrs.collect())
 }
 
-fn aggregate_item(events: &[&DeliveryEvent], markers: &[&str]) -> HashMap<String, AttributeValue> {
+/// An aggregate item holding `events`, with notification markers as stored: (notification key, stored value).
+fn aggregate_item(events: &[&DeliveryEvent], markers: &[(&str, &str)]) -> HashMap<String, AttributeValue> {
     let pk = events[0].subject().pk();
     let mut item = HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(AGGREGATE_SK))]);
     for e in events {
         item.insert(item::event_attr(&e.id), s(serde_json::to_string(e).unwrap()));
     }
-    for m in markers {
-        item.insert(item::marker_attr(m), s("2026-11-20T09:25:03Z"));
+    for (key, value) in markers {
+        item.insert(item::marker_attr(key), s(*value));
     }
     item
 }
@@ -124,10 +130,23 @@ async fn new_execution_event_is_one_conditional_update_returning_the_history() {
 async fn duplicate_event_returns_the_stored_history_without_a_read() {
     let events = story();
     let (started, stage) = (&events[0], &events[1]);
-    let old = aggregate_item(&[started, stage], &["execution_failed#x"]);
+    let old = aggregate_item(
+        &[started, stage],
+        &[
+            ("execution_failed#x", "sent"),
+            ("stage_failed#y", "claim@2026-11-20T09:25:40Z@m-9.1"),
+        ],
+    );
     let rule = mock!(Client::update_item)
         .sequence()
-        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", Some(&old))))
+        .http_status(
+            400,
+            Some(error_body(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+                Some(&old),
+            )),
+        )
         .build();
     // Sequential rules: a GetItem here would panic for want of a rule.
     let recorded = store(&[&rule]).record(stage).await.unwrap();
@@ -136,7 +155,19 @@ async fn duplicate_event_returns_the_stored_history_without_a_read() {
     let mut expected = vec![started.clone(), stage.clone()];
     expected.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(recorded.history, expected);
-    assert_eq!(recorded.notified.into_iter().collect::<Vec<_>>(), ["execution_failed#x"]);
+    assert_eq!(
+        recorded.notified,
+        BTreeMap::from([
+            ("execution_failed#x".to_string(), Mark::Sent),
+            (
+                "stage_failed#y".to_string(),
+                Mark::Claimed {
+                    at: "2026-11-20T09:25:40Z".parse().unwrap(),
+                    token: "m-9.1".into()
+                }
+            ),
+        ])
+    );
 }
 
 #[tokio::test]
@@ -145,10 +176,19 @@ async fn duplicate_without_the_old_item_reads_it_once() {
     let old = aggregate_item(&[&event], &[]);
     let update = mock!(Client::update_item)
         .sequence()
-        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", None)))
+        .http_status(
+            400,
+            Some(error_body(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+                None,
+            )),
+        )
         .build();
     let get = mock!(Client::get_item)
-        .match_requests(|req| req.consistent_read() == Some(true) && req.key().and_then(|k| k.get("sk")) == Some(&s("STATE")))
+        .match_requests(|req| {
+            req.consistent_read() == Some(true) && req.key().and_then(|k| k.get("sk")) == Some(&s("STATE"))
+        })
         .then_output(move || GetItemOutput::builder().set_item(Some(old.clone())).build());
     let recorded = store(&[&update, &get]).record(&event).await.unwrap();
     assert_eq!((update.num_calls(), get.num_calls()), (1, 1));
@@ -158,14 +198,23 @@ async fn duplicate_without_the_old_item_reads_it_once() {
 
 #[tokio::test]
 async fn throttling_is_transient() {
-    for code in ["ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"] {
+    for code in [
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+    ] {
         let rule = mock!(Client::update_item)
             .sequence()
             .http_status(400, Some(error_body(code, "slow down", None)))
             .build();
         let err = store(&[&rule]).record(&pipeline_started()).await.unwrap_err();
-        let StoreError::Transient(message) = &err else { panic!("{code}: expected transient, got {err:?}") };
-        assert!(message.contains("UpdateItem") && message.contains(TABLE) && message.contains(code), "{message}");
+        let StoreError::Transient(message) = &err else {
+            panic!("{code}: expected transient, got {err:?}")
+        };
+        assert!(
+            message.contains("UpdateItem") && message.contains(TABLE) && message.contains(code),
+            "{message}"
+        );
     }
 }
 
@@ -189,11 +238,20 @@ async fn server_errors_are_transient() {
 async fn validation_error_is_permanent_and_says_what_failed() {
     let rule = mock!(Client::update_item)
         .sequence()
-        .http_status(400, Some(error_body("ValidationException", "Item size has exceeded the maximum allowed size", None)))
+        .http_status(
+            400,
+            Some(error_body(
+                "ValidationException",
+                "Item size has exceeded the maximum allowed size",
+                None,
+            )),
+        )
         .build();
     let event = pipeline_started();
     let err = store(&[&rule]).record(&event).await.unwrap_err();
-    let StoreError::Permanent(message) = &err else { panic!("expected permanent, got {err:?}") };
+    let StoreError::Permanent(message) = &err else {
+        panic!("expected permanent, got {err:?}")
+    };
     assert!(message.contains("UpdateItem"), "{message}");
     assert!(message.contains(TABLE), "{message}");
     assert!(message.contains(&event.subject().pk()), "{message}");
@@ -204,7 +262,14 @@ async fn validation_error_is_permanent_and_says_what_failed() {
 async fn missing_table_is_permanent() {
     let rule = mock!(Client::put_item)
         .sequence()
-        .http_status(400, Some(error_body("ResourceNotFoundException", "Requested resource not found", None)))
+        .http_status(
+            400,
+            Some(error_body(
+                "ResourceNotFoundException",
+                "Requested resource not found",
+                None,
+            )),
+        )
         .build();
     let r = Rejected::new("m-1", "2026-11-20T09:00:00Z".parse().unwrap(), "bad".into(), "{}");
     let err = store(&[&rule]).keep_rejected(&r).await.unwrap_err();
@@ -216,10 +281,16 @@ async fn unreadable_stored_event_is_permanent_and_names_the_attribute() {
     let event = pipeline_started();
     let mut stored = aggregate_item(&[&event], &[]);
     stored.insert("ev:garbage".into(), s("{not json"));
-    let rule = mock!(Client::update_item).then_output(move || UpdateItemOutput::builder().set_attributes(Some(stored.clone())).build());
+    let rule = mock!(Client::update_item)
+        .then_output(move || UpdateItemOutput::builder().set_attributes(Some(stored.clone())).build());
     let err = store(&[&rule]).record(&event).await.unwrap_err();
-    let StoreError::Permanent(message) = &err else { panic!("expected permanent, got {err:?}") };
-    assert!(message.contains(&event.subject().pk()) && message.contains("ev:garbage"), "{message}");
+    let StoreError::Permanent(message) = &err else {
+        panic!("expected permanent, got {err:?}")
+    };
+    assert!(
+        message.contains(&event.subject().pk()) && message.contains("ev:garbage"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -258,13 +329,19 @@ async fn deployment_status_index_is_set_by_terminal_states_and_filled_in_by_othe
         .expect("the story has a started deployment");
     for (event, status, conditional) in [(failure, "DEPLOY#FAILURE", false), (start, "DEPLOY#IN_PROGRESS", true)] {
         let stored = aggregate_item(&[event], &[]);
-        let Subject::Deployment(key) = event.subject() else { unreachable!() };
+        let Subject::Deployment(key) = event.subject() else {
+            unreachable!()
+        };
         let suffix = format!("#111122223333#eu-west-1#{}", key.deployment_id);
         let rule = mock!(Client::update_item)
             .match_requests(move |req| {
                 let expr = req.update_expression().unwrap_or_default();
                 let values = req.expression_attribute_values().cloned().unwrap_or_default();
-                let set = if conditional { "#gsi2pk = if_not_exists(#gsi2pk, :gsi2pk)" } else { "#gsi2pk = :gsi2pk," };
+                let set = if conditional {
+                    "#gsi2pk = if_not_exists(#gsi2pk, :gsi2pk)"
+                } else {
+                    "#gsi2pk = :gsi2pk,"
+                };
                 expr.contains(set)
                     && values.get(":gsi2pk") == Some(&s(status))
                     && values.get(":kind") == Some(&s("deployment"))
@@ -303,48 +380,281 @@ async fn series_event_is_one_conditional_put() {
 async fn duplicate_series_event_returns_its_markers() {
     let event = fixture("cloudformation-stack-status-change.json");
     let mut old = item::series_item(&event, event.subject().pk(), series_sk(&event.time, &event.id), 30).unwrap();
+    // Markers written before claims existed hold the time the notification was sent: they read as sent.
     old.insert("n:stack_rollback#1".into(), s("2026-11-18T14:00:00Z"));
     let rule = mock!(Client::put_item)
         .sequence()
-        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", Some(&old))))
+        .http_status(
+            400,
+            Some(error_body(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+                Some(&old),
+            )),
+        )
         .build();
     let recorded = store(&[&rule]).record(&event).await.unwrap();
     assert!(!recorded.new);
     assert_eq!(recorded.history, vec![event]);
-    assert!(recorded.notified.contains("stack_rollback#1"));
+    assert_eq!(
+        recorded.notified,
+        BTreeMap::from([("stack_rollback#1".to_string(), Mark::Sent)])
+    );
 }
 
-#[tokio::test]
-async fn mark_notified_sets_the_marker_once() {
-    let event = pipeline_started();
-    let first = mock!(Client::update_item)
-        .match_requests(|req| {
-            req.update_expression() == Some("SET #n = :now")
-                && req.condition_expression() == Some("attribute_exists(pk) AND attribute_not_exists(#n)")
-                && req.expression_attribute_names().and_then(|n| n.get("#n")).map(String::as_str)
-                    == Some("n:execution_failed#x")
+// Notification markers: a publisher claims, publishes, then finishes (marks sent) or releases.
+
+const MARKER_KEY: &str = "execution_failed@2026-11-20T09:25:01Z";
+const MARKER_ATTR: &str = "n:execution_failed@2026-11-20T09:25:01Z";
+/// `our_claim()` as stored: the time in whole seconds, then the token.
+const OUR_CLAIM: &str = "claim@2026-11-20T09:25:03Z@m-1.250000000";
+const CLAIM_CONDITION: &str =
+    "attribute_exists(pk) AND (attribute_not_exists(#n) OR (begins_with(#n, :claimed) AND #n < :stale))";
+
+fn our_claim() -> Mark {
+    Mark::Claimed {
+        at: "2026-11-20T09:25:03.250Z".parse().unwrap(),
+        token: "m-1.250000000".into(),
+    }
+}
+
+/// The service's lease is 60 s: claims made before this are abandoned (subseconds are not stored).
+fn stale_before() -> DateTime<Utc> {
+    "2026-11-20T09:24:03.250Z".parse().unwrap()
+}
+
+fn stack_event() -> DeliveryEvent {
+    fixture("cloudformation-stack-status-change.json")
+}
+
+/// The key of the item that recorded `event`, spelled out rather than asked of the adapter.
+fn expected_key(event: &DeliveryEvent) -> HashMap<String, AttributeValue> {
+    let sk = match event.subject() {
+        Subject::Stack(_) => series_sk(&event.time, &event.id),
+        _ => AGGREGATE_SK.to_string(),
+    };
+    HashMap::from([("pk".to_string(), s(event.subject().pk())), ("sk".to_string(), s(sk))])
+}
+
+type Seen = Arc<Mutex<Vec<UpdateItemInput>>>;
+
+/// Accepts one UpdateItem and keeps it in `seen`, to be checked after the call.
+fn accept_update(seen: &Seen) -> Rule {
+    let seen = seen.clone();
+    mock!(Client::update_item)
+        .match_requests(move |req| {
+            seen.lock().unwrap().push(req.clone());
+            true
         })
-        .then_output(|| UpdateItemOutput::builder().build());
-    let old = aggregate_item(&[&event], &["execution_failed#x"]);
-    let again = mock!(Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build())
+}
+
+/// `seen` is exactly one UpdateItem of `MARKER_KEY`'s marker on the item of `event`, with this expression,
+/// condition and values (all of them: no other placeholder is sent).
+fn assert_one_marker_update(
+    seen: &Seen,
+    event: &DeliveryEvent,
+    update: &str,
+    condition: &str,
+    values: &[(&str, &str)],
+) {
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    let req = &seen[0];
+    assert_eq!(req.table_name(), Some(TABLE));
+    assert_eq!(req.key(), Some(&expected_key(event)));
+    assert_eq!(req.update_expression(), Some(update));
+    assert_eq!(req.condition_expression(), Some(condition));
+    assert_eq!(
+        req.expression_attribute_names(),
+        Some(&HashMap::from([("#n".to_string(), MARKER_ATTR.to_string())]))
+    );
+    let values: HashMap<String, AttributeValue> = values.iter().map(|(k, v)| (k.to_string(), s(*v))).collect();
+    assert_eq!(req.expression_attribute_values(), Some(&values));
+    // A refused condition answers with the item, which tells "someone else holds it" from "no such record".
+    assert_eq!(
+        req.return_values_on_condition_check_failure(),
+        Some(&ReturnValuesOnConditionCheckFailure::AllOld)
+    );
+}
+
+fn condition_failed(item: Option<&HashMap<String, AttributeValue>>) -> Rule {
+    mock!(Client::update_item)
         .sequence()
-        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", Some(&old))))
-        .build();
-    let store = store(&[&first, &again]);
-    assert!(store.mark_notified(&event, "execution_failed#x").await.unwrap());
-    assert!(!store.mark_notified(&event, "execution_failed#x").await.unwrap());
+        .http_status(
+            400,
+            Some(error_body(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+                item,
+            )),
+        )
+        .build()
 }
 
 #[tokio::test]
-async fn marking_an_unrecorded_event_is_permanent() {
+async fn claim_is_one_conditional_update_of_the_marker_on_the_item_that_recorded_the_event() {
+    for event in [pipeline_started(), stack_event()] {
+        let seen = Seen::default();
+        let rule = accept_update(&seen);
+        let claimed = store(&[&rule])
+            .claim_notification(&event, MARKER_KEY, &our_claim(), stale_before())
+            .await
+            .unwrap();
+        assert!(claimed, "{:?}", event.kind());
+        assert_eq!(rule.num_calls(), 1);
+        assert_one_marker_update(
+            &seen,
+            &event,
+            "SET #n = :claim",
+            CLAIM_CONDITION,
+            &[
+                (":claim", OUR_CLAIM),
+                (":claimed", "claim@"),
+                // Claims sort by time as text: a claim made before 09:24:03 is below this prefix.
+                (":stale", "claim@2026-11-20T09:24:03Z@"),
+            ],
+        );
+    }
+}
+
+#[tokio::test]
+async fn finish_marks_the_notification_sent_only_if_our_claim_still_holds() {
     let event = pipeline_started();
-    let update = mock!(Client::update_item)
-        .sequence()
-        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", None)))
-        .build();
-    let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
-    let err = store(&[&update, &get]).mark_notified(&event, "k").await.unwrap_err();
-    assert!(matches!(&err, StoreError::Permanent(m) if m.contains(&event.id)), "{err:?}");
+    let seen = Seen::default();
+    let rule = accept_update(&seen);
+    store(&[&rule])
+        .finish_notification(&event, MARKER_KEY, &our_claim())
+        .await
+        .unwrap();
+    assert_eq!(rule.num_calls(), 1);
+    assert_one_marker_update(
+        &seen,
+        &event,
+        "SET #n = :sent",
+        "#n = :claim",
+        &[(":sent", "sent"), (":claim", OUR_CLAIM)],
+    );
+}
+
+#[tokio::test]
+async fn release_removes_the_marker_only_if_our_claim_still_holds() {
+    let event = stack_event();
+    let seen = Seen::default();
+    let rule = accept_update(&seen);
+    store(&[&rule])
+        .release_notification(&event, MARKER_KEY, &our_claim())
+        .await
+        .unwrap();
+    assert_eq!(rule.num_calls(), 1);
+    assert_one_marker_update(&seen, &event, "REMOVE #n", "#n = :claim", &[(":claim", OUR_CLAIM)]);
+}
+
+#[tokio::test]
+async fn claim_refused_with_the_old_item_is_false_without_a_read() {
+    let event = pipeline_started();
+    // Another delivery's fresh claim, or a notification already sent.
+    for held in ["claim@2026-11-20T09:25:02Z@m-2.1", "sent"] {
+        let old = aggregate_item(&[&event], &[(MARKER_KEY, held)]);
+        let rule = condition_failed(Some(&old));
+        // Sequential rules: a GetItem here would panic for want of a rule.
+        let claimed = store(&[&rule])
+            .claim_notification(&event, MARKER_KEY, &our_claim(), stale_before())
+            .await
+            .unwrap();
+        assert!(!claimed, "held by {held}");
+        assert_eq!(rule.num_calls(), 1);
+    }
+}
+
+#[tokio::test]
+async fn claim_refused_without_the_old_item_reads_it_once() {
+    let event = pipeline_started();
+    let old = aggregate_item(&[&event], &[(MARKER_KEY, "claim@2026-11-20T09:25:02Z@m-2.1")]);
+    let update = condition_failed(None);
+    let get = mock!(Client::get_item)
+        .match_requests(|req| {
+            req.consistent_read() == Some(true) && req.key().and_then(|k| k.get("sk")) == Some(&s(AGGREGATE_SK))
+        })
+        .then_output(move || GetItemOutput::builder().set_item(Some(old.clone())).build());
+    let claimed = store(&[&update, &get])
+        .claim_notification(&event, MARKER_KEY, &our_claim(), stale_before())
+        .await
+        .unwrap();
+    assert!(!claimed);
+    assert_eq!((update.num_calls(), get.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn finish_or_release_after_a_takeover_succeeds_without_a_read() {
+    let event = pipeline_started();
+    // Our claim expired and another delivery took the notification over: its marker stays as it is.
+    let old = aggregate_item(&[&event], &[(MARKER_KEY, "claim@2026-11-20T09:26:30Z@m-3.1")]);
+    let finish = condition_failed(Some(&old));
+    store(&[&finish])
+        .finish_notification(&event, MARKER_KEY, &our_claim())
+        .await
+        .unwrap();
+    let release = condition_failed(Some(&old));
+    store(&[&release])
+        .release_notification(&event, MARKER_KEY, &our_claim())
+        .await
+        .unwrap();
+    assert_eq!((finish.num_calls(), release.num_calls()), (1, 1));
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MarkerOp {
+    Claim,
+    Finish,
+    Release,
+}
+
+async fn marker_op(store: &DynamoDbStore, op: MarkerOp, event: &DeliveryEvent) -> Result<(), StoreError> {
+    match op {
+        MarkerOp::Claim => store
+            .claim_notification(event, MARKER_KEY, &our_claim(), stale_before())
+            .await
+            .map(|_| ()),
+        MarkerOp::Finish => store.finish_notification(event, MARKER_KEY, &our_claim()).await,
+        MarkerOp::Release => store.release_notification(event, MARKER_KEY, &our_claim()).await,
+    }
+}
+
+#[tokio::test]
+async fn a_marker_on_an_unrecorded_event_is_permanent_and_says_which_item() {
+    let event = pipeline_started();
+    for op in [MarkerOp::Claim, MarkerOp::Finish, MarkerOp::Release] {
+        let update = condition_failed(None);
+        let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
+        let err = marker_op(&store(&[&update, &get]), op, &event).await.unwrap_err();
+        let StoreError::Permanent(message) = &err else {
+            panic!("{op:?}: expected permanent, got {err:?}")
+        };
+        for part in [event.id.as_str(), MARKER_KEY, TABLE, &event.subject().pk()] {
+            assert!(message.contains(part), "{op:?}: {message} does not name {part}");
+        }
+        assert_eq!((update.num_calls(), get.num_calls()), (1, 1), "{op:?}");
+    }
+}
+
+#[tokio::test]
+async fn throttled_marker_writes_are_transient() {
+    let event = pipeline_started();
+    for op in [MarkerOp::Claim, MarkerOp::Finish, MarkerOp::Release] {
+        let rule = mock!(Client::update_item)
+            .sequence()
+            .http_status(400, Some(error_body("ThrottlingException", "slow down", None)))
+            .build();
+        let err = marker_op(&store(&[&rule]), op, &event).await.unwrap_err();
+        let StoreError::Transient(message) = &err else {
+            panic!("{op:?}: expected transient, got {err:?}")
+        };
+        assert!(
+            message.contains("UpdateItem") && message.contains("notification") && message.contains(TABLE),
+            "{op:?}: {message}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -361,7 +671,14 @@ async fn rejected_message_kept_twice_is_one_item() {
     let first = put("2026-11-20T09:00:00.250Z#m-1").then_output(|| PutItemOutput::builder().build());
     let second = put("2026-11-20T09:00:00.250Z#m-1")
         .sequence()
-        .http_status(400, Some(error_body("ConditionalCheckFailedException", "The conditional request failed", None)))
+        .http_status(
+            400,
+            Some(error_body(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+                None,
+            )),
+        )
         .build();
     let store = store(&[&first, &second]);
     store.keep_rejected(&r).await.unwrap();
