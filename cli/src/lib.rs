@@ -4,6 +4,9 @@
 pub mod demo;
 pub mod local;
 pub mod render;
+pub mod replay;
+pub mod report;
+pub mod simulate;
 pub mod template;
 
 pub(crate) fn is_failure_state(s: &str) -> bool {

@@ -3,10 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+
+use clap::{Parser, Subcommand, ValueEnum};
 use tollgate::demo::{self, DemoOptions};
 use tollgate::local::{self, Clients, DeliveryPlan, Names};
+use tollgate::replay::{self, MetricsConfigFile, Replayer};
+use tollgate::simulate::{self, SimOptions};
 use tollgate::template::Template;
+use tollgate_domain::metrics::Period;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +31,96 @@ enum Command {
         #[command(subcommand)]
         command: LocalCommand,
     },
+    /// Replays recorded EventBridge events offline (in memory) and prints timelines and delivery metrics.
+    ///
+    /// PATH is a file holding one event, a JSON array of events or JSON lines (one event per line), a folder (walked
+    /// for *.json, *.jsonl, *.ndjson), or - for standard input.
+    Replay {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+        /// Print no progress on standard error.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Writes an HTML page with delivery-metric charts from recorded events (same inputs as replay).
+    Report {
+        /// Where to write the page.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generates realistic EventBridge event streams (deterministic for a seed), as JSON lines or onto a bus.
+    Simulate {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of pipelines.
+        #[arg(long, default_value_t = 5)]
+        pipelines: usize,
+        /// Executions per pipeline.
+        #[arg(long, default_value_t = 10)]
+        executions: usize,
+        /// First execution start (YYYY-MM-DD or RFC 3339).
+        #[arg(long, default_value = "2026-11-02", value_parser = replay::parse_time_arg)]
+        start: chrono::DateTime<chrono::Utc>,
+        /// Share of executions whose build fails.
+        #[arg(long, default_value_t = 0.1, value_parser = rate)]
+        build_failure_rate: f64,
+        /// Share of executions whose production deployment fails.
+        #[arg(long, default_value_t = 0.15, value_parser = rate)]
+        deploy_failure_rate: f64,
+        /// Share of pipelines with a Manual approval before production.
+        #[arg(long, default_value_t = 0.3, value_parser = rate)]
+        approval_rate: f64,
+        /// Share of failed production deployments rolled back automatically on an alarm.
+        #[arg(long, default_value_t = 0.5, value_parser = rate)]
+        rollback_rate: f64,
+        /// Share of events delivered twice.
+        #[arg(long, default_value_t = 0.2, value_parser = rate)]
+        duplicates: f64,
+        /// How far (in events) an event may be displaced from time order.
+        #[arg(long, default_value_t = 8)]
+        reorder_window: usize,
+        /// Accounts to spread pipelines over (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "111122223333")]
+        accounts: Vec<String>,
+        /// Regions to spread pipelines over (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "eu-west-1")]
+        regions: Vec<String>,
+        /// Write JSON lines here (- for standard output).
+        #[arg(long, default_value = "-", conflicts_with = "send_to_bus")]
+        out: PathBuf,
+        /// Send the events to this EventBridge bus instead (uses AWS_ENDPOINT_URL when set).
+        #[arg(long, value_name = "BUS")]
+        send_to_bus: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct MetricsArgs {
+    /// Start of the metrics period (YYYY-MM-DD or RFC 3339; default: the first day of the data).
+    #[arg(long, value_parser = replay::parse_time_arg)]
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    /// End of the metrics period, exclusive (default: the day after the last day of the data).
+    #[arg(long, value_parser = replay::parse_time_arg)]
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Pipeline settings: {"pipelines": {"<name>": {"team": "...", "production_stages": ["..."]}}}.
+    #[arg(long, value_name = "FILE")]
+    pipelines: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -86,7 +181,53 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let Command::Local { command } = cli.command;
+    let command = match cli.command {
+        Command::Local { command } => command,
+        Command::Replay {
+            paths,
+            format,
+            metrics,
+            quiet,
+        } => return replay_command(&paths, format, &metrics, quiet).await,
+        Command::Report {
+            html,
+            paths,
+            metrics,
+            quiet,
+        } => return report_command(&html, &paths, &metrics, quiet).await,
+        Command::Simulate {
+            seed,
+            pipelines,
+            executions,
+            start,
+            build_failure_rate,
+            deploy_failure_rate,
+            approval_rate,
+            rollback_rate,
+            duplicates,
+            reorder_window,
+            accounts,
+            regions,
+            out,
+            send_to_bus,
+        } => {
+            let opts = SimOptions {
+                seed,
+                pipelines,
+                executions_per_pipeline: executions,
+                start,
+                accounts,
+                regions,
+                build_failure_rate,
+                deploy_failure_rate,
+                approval_rate,
+                rollback_rate,
+                duplicate_rate: duplicates,
+                reorder_window,
+            };
+            return simulate_command(&opts, &out, send_to_bus.as_deref()).await;
+        }
+    };
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
         return Err("AWS_ENDPOINT_URL is not set: `tollgate local` only talks to a local endpoint (run `make demo`, or `eval \"$(scripts/moto.sh env)\"` after `scripts/moto.sh start`)".into());
     }
@@ -135,5 +276,161 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             print!("{}", demo::print(&report));
         }
     }
+    Ok(())
+}
+
+/// Replays every input into a fresh in-memory replayer, with progress on standard error.
+async fn replay_inputs(paths: &[PathBuf], quiet: bool) -> Result<Replayer, Box<dyn std::error::Error>> {
+    let files = replay::input_files(paths)?;
+    let mut replayer = Replayer::new();
+    let started = std::time::Instant::now();
+    for file in &files {
+        let mut batch = Vec::new();
+        replay::read_events(file, |e| batch.push(e))?;
+        for e in batch {
+            replayer.ingest(e).await?;
+            if !quiet && replayer.counts.read % 25_000 == 0 {
+                eprintln!(
+                    "replay: {} events read, {} recorded ({:.0} events/s)",
+                    replayer.counts.read,
+                    replayer.counts.recorded,
+                    replayer.counts.read as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    if !quiet {
+        let c = replayer.counts;
+        eprintln!(
+            "replay: {} events read from {} file(s) in {:.2}s: {} recorded, {} duplicates, {} rejected",
+            c.read,
+            files.len(),
+            started.elapsed().as_secs_f64(),
+            c.recorded,
+            c.duplicates,
+            c.rejected
+        );
+        for (at, reason) in &replayer.first_rejections {
+            eprintln!("replay: rejected {at}: {reason}");
+        }
+    }
+    Ok(replayer)
+}
+
+fn period_of(m: &MetricsArgs) -> Result<Option<Period>, Box<dyn std::error::Error>> {
+    match (m.from, m.to) {
+        (None, None) => Ok(None),
+        (Some(from), Some(to)) if from < to => Ok(Some(Period { from, to })),
+        (Some(_), Some(_)) => Err("--from must be before --to".into()),
+        _ => Err("give both --from and --to, or neither (the period then spans the data)".into()),
+    }
+}
+
+fn configs_of(
+    m: &MetricsArgs,
+) -> Result<std::collections::BTreeMap<String, tollgate_domain::metrics::PipelineConfig>, Box<dyn std::error::Error>> {
+    Ok(match &m.pipelines {
+        Some(path) => MetricsConfigFile::load(path)?.configs(),
+        None => Default::default(),
+    })
+}
+
+async fn replay_command(
+    paths: &[PathBuf],
+    format: Format,
+    metrics: &MetricsArgs,
+    quiet: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let period = period_of(metrics)?;
+    let configs = configs_of(metrics)?;
+    let replayer = replay_inputs(paths, quiet).await?;
+    let (report, timelines) = replayer.report(&configs, period).await?;
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut stdout, &report)?;
+            writeln!(stdout)?;
+        }
+        Format::Text => {
+            for t in &timelines {
+                writeln!(stdout, "{}", tollgate::render::timeline(t))?;
+            }
+            write!(stdout, "{}", tollgate::render::metrics(&report.metrics))?;
+        }
+    }
+    Ok(())
+}
+
+async fn report_command(
+    html: &std::path::Path,
+    paths: &[PathBuf],
+    metrics: &MetricsArgs,
+    quiet: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let period = period_of(metrics)?;
+    let configs = configs_of(metrics)?;
+    let replayer = replay_inputs(paths, quiet).await?;
+    let (report, timelines) = replayer.report(&configs, period).await?;
+    let page = tollgate::report::html(&timelines, &configs, &report.metrics, chrono::Utc::now());
+    std::fs::write(html, page).map_err(|e| format!("cannot write {}: {e}", html.display()))?;
+    if !quiet {
+        eprintln!("report: wrote {} ({} executions)", html.display(), timelines.len());
+    }
+    Ok(())
+}
+
+async fn simulate_command(
+    opts: &SimOptions,
+    out: &std::path::Path,
+    bus: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if opts.pipelines == 0 || opts.executions_per_pipeline == 0 {
+        return Err("--pipelines and --executions must be at least 1".into());
+    }
+    if opts
+        .accounts
+        .iter()
+        .any(|a| a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("--accounts must be 12-digit AWS account ids, got {:?}", opts.accounts).into());
+    }
+    let started = std::time::Instant::now();
+    let mut count = 0u64;
+    if let Some(bus) = bus {
+        let sdk = tollgate_aws::config::sdk_config().await;
+        let clients = Clients::new(&sdk);
+        let mut batch = Vec::new();
+        for e in simulate::simulate(opts) {
+            batch.push(e);
+            if batch.len() == 10 {
+                let refs: Vec<&serde_json::Value> = batch.iter().collect();
+                count += local::put_events(&clients, bus, &refs).await? as u64;
+                batch.clear();
+            }
+        }
+        let refs: Vec<&serde_json::Value> = batch.iter().collect();
+        count += local::put_events(&clients, bus, &refs).await? as u64;
+        eprintln!(
+            "simulate: sent {count} events to bus {bus} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let sink: Box<dyn Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?)
+    };
+    let mut sink = std::io::BufWriter::new(sink);
+    for e in simulate::simulate(opts) {
+        serde_json::to_writer(&mut sink, &e)?;
+        sink.write_all(b"\n")?;
+        count += 1;
+    }
+    sink.flush()?;
+    eprintln!(
+        "simulate: wrote {count} events in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -130,3 +130,66 @@ pub fn chat(doc: &Value, attributes: &std::collections::BTreeMap<String, String>
     );
     out
 }
+
+/// Delivery metrics as a table per pipeline, then per team.
+pub fn metrics(report: &tollgate_domain::metrics::MetricsReport) -> String {
+    let m = serde_json::to_value(report).unwrap_or(Value::Null);
+    let secs = |v: &Value| v.as_i64().map(human_duration).unwrap_or_else(|| "-".into());
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{:.0}%", x * 100.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    let band = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Delivery metrics {} to {} (UTC)",
+        report.period_from.format("%Y-%m-%d %H:%M"),
+        report.period_to.format("%Y-%m-%d %H:%M")
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  bands (freq/lead/cfr/ttr)",
+        "pipeline", "deploys", "failed", "cfr", "per day", "lead p50", "lead p90", "restore", "builds", "avg build"
+    );
+    for p in m["pipelines"].as_array().into_iter().flatten() {
+        let b = &p["bands"];
+        let _ = writeln!(
+            out,
+            "{:<26} {:>7} {:>6} {:>6} {:>9.2} {:>9} {:>9} {:>9} {:>7} {:>9}  {}/{}/{}/{}",
+            p["pipeline"].as_str().unwrap_or("?"),
+            p["deployments"].as_u64().unwrap_or(0),
+            p["failed_deployments"].as_u64().unwrap_or(0),
+            pct(&p["change_failure_rate"]),
+            p["deployment_frequency_per_day"].as_f64().unwrap_or(0.0),
+            secs(&p["lead_time_seconds"]["median"]),
+            secs(&p["lead_time_seconds"]["p90"]),
+            secs(&p["time_to_restore_seconds"]["median"]),
+            p["builds"].as_u64().unwrap_or(0),
+            p["average_build_seconds"]
+                .as_f64()
+                .map(|s| human_duration(s as i64))
+                .unwrap_or_else(|| "-".into()),
+            band(&b["deployment_frequency"]),
+            band(&b["lead_time"]),
+            band(&b["change_failure_rate"]),
+            band(&b["time_to_restore"]),
+        );
+    }
+    for t in m["teams"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "team {:<21} {:>7} {:>6} {:>6} {:>9.2} {:>9} {:>9} {:>9}",
+            t["team"].as_str().unwrap_or("?"),
+            t["deployments"].as_u64().unwrap_or(0),
+            t["failed_deployments"].as_u64().unwrap_or(0),
+            pct(&t["change_failure_rate"]),
+            t["deployment_frequency_per_day"].as_f64().unwrap_or(0.0),
+            secs(&t["lead_time_seconds"]["median"]),
+            secs(&t["lead_time_seconds"]["p90"]),
+            secs(&t["time_to_restore_seconds"]["median"]),
+        );
+    }
+    out
+}

@@ -5,6 +5,7 @@
 pub mod event;
 pub mod keys;
 pub mod memory;
+pub mod metrics;
 pub mod notify;
 pub mod parse;
 pub mod ports;

@@ -156,6 +156,16 @@ pub fn event_from_value(value: Value) -> Result<DeliveryEvent, ParseError> {
             type_name(&value)
         )));
     };
+    if obj.contains_key("CodePipeline.job") {
+        return Err(ParseError::NotAnEvent(
+            "this is a CodePipeline job (the input of a Lambda invoke action), not a delivery event".into(),
+        ));
+    }
+    if obj.contains_key("Records") {
+        return Err(ParseError::NotAnEvent(
+            "this is a batch of records (an SQS or SNS Lambda event), not one delivery event".into(),
+        ));
+    }
     let source = envelope_str(obj, &["source"])?.to_string();
     // Processed notifications (CodeStar Notifications) say `detailType` where EventBridge says `detail-type`.
     let detail_type = envelope_str(obj, &["detail-type", "detailType"])?.to_string();
