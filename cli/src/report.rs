@@ -48,17 +48,27 @@ fn band(v: &Value) -> String {
     }
 }
 
-/// One week of the period: its start and the metrics over it.
+/// One bucket of the period (a day, or a week for periods over five weeks): its start and the metrics over it.
 struct Week {
     start: DateTime<Utc>,
     metrics: Value,
 }
 
+/// The bucket length for a period: days up to five weeks, weeks beyond.
+fn bucket(period: &Period) -> (Duration, &'static str) {
+    if period.to - period.from <= Duration::days(35) {
+        (Duration::days(1), "day")
+    } else {
+        (Duration::days(7), "week")
+    }
+}
+
 fn weeks(timelines: &[ExecutionTimeline], configs: &BTreeMap<String, PipelineConfig>, period: &Period) -> Vec<Week> {
     let mut out = Vec::new();
     let mut start = period.from;
+    let (step, _) = bucket(period);
     while start < period.to {
-        let end = (start + Duration::days(7)).min(period.to);
+        let end = (start + step).min(period.to);
         let m = compute(timelines, configs, &Period { from: start, to: end });
         out.push(Week {
             start,
@@ -352,11 +362,11 @@ pub fn html(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Tollgate delivery report</title>
 <style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px; color: #111827; }}
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1240px; padding: 0 1rem; color: #111827; }}
 h1 {{ margin-bottom: 0.2rem; }} .sub {{ color: #6b7280; margin-top: 0; }}
 section {{ margin: 2rem 0; }} svg {{ width: 100%; max-width: 760px; height: auto; display: block; }}
 .axis {{ stroke: #9ca3af; }} .grid {{ stroke: #e5e7eb; }} .tick, .label {{ font-size: 11px; fill: #374151; }}
-table {{ border-collapse: collapse; font-size: 0.9rem; }} th, td {{ padding: 0.3rem 0.6rem; border-bottom: 1px solid #e5e7eb; text-align: right; }}
+table {{ border-collapse: collapse; font-size: 0.9rem; }} th, td {{ padding: 0.3rem 0.5rem; white-space: nowrap; border-bottom: 1px solid #e5e7eb; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f9fafb; }}
 .band {{ padding: 0.05rem 0.4rem; border-radius: 0.6rem; font-size: 0.8rem; }} .elite {{ background: #dcfce7; }}
 .high {{ background: #dbeafe; }} .medium {{ background: #fef9c3; }} .low {{ background: #fee2e2; }}
@@ -385,12 +395,14 @@ th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f9fafb
     );
     let _ = write!(
         out,
-        "<section><h2>Deployment frequency</h2><p class=\"sub\">Production deployments per week; failed ones in red.</p>{}</section>",
+        "<section><h2>Deployment frequency</h2><p class=\"sub\">Production deployments per {}; failed ones in red.</p>{}</section>",
+        bucket(&period).1,
         deployments_chart(&weeks)
     );
     let _ = write!(
         out,
-        "<section><h2>Lead time for changes</h2><p class=\"sub\">Median over pipelines of each pipeline's weekly median, in hours.</p>{}</section>",
+        "<section><h2>Lead time for changes</h2><p class=\"sub\">Median over pipelines of each pipeline's median lead time per {}, in hours.</p>{}</section>",
+        bucket(&period).1,
         lead_time_chart(&weeks)
     );
     let _ = write!(
@@ -408,12 +420,12 @@ th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f9fafb
         "<section><h2>Stage durations</h2><p class=\"sub\">Mean duration of each stage, per pipeline.</p>{}</section>",
         stage_chart(timelines)
     );
-    out.push_str("<section><h2>Pipelines</h2><table><tr><th>pipeline</th><th>team</th><th>deployments</th><th>failed</th><th>frequency / day</th><th>lead time (median)</th><th>lead time (p90)</th><th>change failure rate</th><th>time to restore</th><th>builds</th><th>avg build</th><th>frequency</th><th>lead time</th><th>failures</th><th>restore</th></tr>");
+    out.push_str("<section><h2>Pipelines</h2><p class=\"sub\">DORA bands in the order frequency, lead time, change failure rate, time to restore.</p><table><tr><th>pipeline</th><th>team</th><th>deploys</th><th>failed</th><th>per day</th><th>lead time p50 / p90</th><th>failure rate</th><th>restore</th><th>builds</th><th>avg build</th><th>DORA bands</th></tr>");
     for p in &pipelines {
         let b = &p["bands"];
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {} {} {}</td></tr>",
             esc(&label(p)),
             esc(p["team"].as_str().unwrap_or("–")),
             p["deployments"],
@@ -449,4 +461,65 @@ th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f9fafb
     out.push_str("</table></section>");
     out.push_str("<p class=\"sub\">Definitions: docs/metrics.md. Made by Tollgate from recorded CodePipeline, CodeBuild and CodeDeploy events.</p></body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
+    use tollgate_domain::query::execution_timeline;
+    use tollgate_domain::service::{Ingestor, MessageContext};
+
+    use super::*;
+
+    async fn story_timelines() -> Vec<ExecutionTimeline> {
+        let store = Arc::new(MemoryStore::new());
+        let ingestor = Ingestor::new(store.clone(), Arc::new(MemoryNotifier::new()));
+        let events: Vec<Value> =
+            serde_json::from_str(include_str!("../../events/story/failed-deploy-and-fix.json")).unwrap();
+        for e in events {
+            ingestor
+                .ingest(&e.to_string(), &MessageContext::new("m", Utc::now()))
+                .await
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        for key in store.execution_keys() {
+            out.push(execution_timeline(store.as_ref(), &key).await.unwrap().unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn report_is_self_contained_and_shows_every_chart_and_pipeline() {
+        let timelines = story_timelines().await;
+        let period = Period {
+            from: "2026-11-20T00:00:00Z".parse().unwrap(),
+            to: "2026-11-21T00:00:00Z".parse().unwrap(),
+        };
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            "checkout-service".to_string(),
+            PipelineConfig {
+                team: Some("shop <&> co".into()),
+                production_stages: vec![],
+            },
+        );
+        let report = compute(&timelines, &configs, &period);
+        let page = html(&timelines, &configs, &report, Utc::now());
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert_eq!(page.matches("<svg").count(), 5, "five charts");
+        for forbidden in ["<script", "src=", "href=", "http://", "https://", "@import"] {
+            assert!(
+                !page.contains(forbidden),
+                "the page must not load anything: found {forbidden}"
+            );
+        }
+        assert!(page.contains("checkout-service"));
+        assert!(page.contains("shop &lt;&amp;&gt; co"), "team names are escaped");
+        assert!(!page.contains("shop <&> co"));
+        assert!(page.contains("50%"), "the story's change failure rate");
+        assert!(page.contains("1h 05m"), "the story's time to restore");
+    }
 }
