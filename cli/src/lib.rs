@@ -7,6 +7,7 @@ pub mod render;
 pub mod replay;
 pub mod report;
 pub mod simulate;
+pub mod table;
 pub mod template;
 
 pub(crate) fn is_failure_state(s: &str) -> bool {

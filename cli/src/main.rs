@@ -36,8 +36,10 @@ enum Command {
     /// PATH is a file holding one event, a JSON array of events or JSON lines (one event per line), a folder (walked
     /// for *.json, *.jsonl, *.ndjson), or - for standard input.
     Replay {
+        /// Files or folders of events, or - for standard input.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// text: timelines and metric tables; json: one document whose fields are documented in docs/metrics.md.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         #[command(flatten)]
@@ -51,12 +53,50 @@ enum Command {
         /// Where to write the page.
         #[arg(long, value_name = "FILE")]
         html: PathBuf,
+        /// Files or folders of events, or - for standard input.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         metrics: MetricsArgs,
+        /// Print no progress on standard error.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Lists pipelines that ran recently with their latest execution (reads the table).
+    Status {
+        #[command(flatten)]
+        table: TableArgs,
+        /// How far back to look, in days.
+        #[arg(long, default_value_t = 7)]
+        days: i64,
+    },
+    /// Prints the timeline of an execution (the pipeline's latest by default; reads the table).
+    Timeline {
+        #[command(flatten)]
+        table: TableArgs,
+        /// The pipeline's name.
+        #[arg(long)]
+        pipeline: String,
+        /// The execution id (default: the latest execution).
+        #[arg(long)]
+        execution: Option<String>,
+        /// The pipeline's account (or TOLLGATE_ACCOUNT).
+        #[arg(long, env = "TOLLGATE_ACCOUNT")]
+        account: String,
+        /// The pipeline's region (default: the SDK's region).
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Computes delivery metrics from the table for a period (default: the last 7 whole days).
+    Metrics {
+        #[command(flatten)]
+        table: TableArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Generates realistic EventBridge event streams (deterministic for a seed), as JSON lines or onto a bus.
     Simulate {
@@ -106,8 +146,17 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
+    /// Timelines and metric tables for people.
     Text,
+    /// One JSON document (fields documented in docs/metrics.md).
     Json,
+}
+
+#[derive(clap::Args)]
+struct TableArgs {
+    /// The Tollgate table.
+    #[arg(long, env = "TOLLGATE_TABLE_NAME")]
+    table: String,
 }
 
 #[derive(clap::Args)]
@@ -195,6 +244,69 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             metrics,
             quiet,
         } => return report_command(&html, &paths, &metrics, quiet).await,
+        Command::Status { table, days } => {
+            let store = table_store(&table).await;
+            let to = chrono::Utc::now();
+            print!(
+                "{}",
+                tollgate::table::status(&store, to - chrono::Duration::days(days), to).await?
+            );
+            return Ok(());
+        }
+        Command::Timeline {
+            table,
+            pipeline,
+            execution,
+            account,
+            region,
+            format,
+        } => {
+            let sdk = tollgate_aws::config::sdk_config().await;
+            let region = region
+                .or_else(|| sdk.region().map(|r| r.to_string()))
+                .ok_or("no region: pass --region or set AWS_REGION")?;
+            let store = table_store(&table).await;
+            let key = tollgate_domain::keys::PipelineKey {
+                account,
+                region,
+                pipeline,
+            };
+            let Some(t) = tollgate::table::timeline(&store, &key, execution.as_deref()).await? else {
+                return Err(format!(
+                    "no execution of {} in {} {} recorded in table {}",
+                    key.pipeline, key.account, key.region, table.table
+                )
+                .into());
+            };
+            match format {
+                Format::Text => print!("{}", tollgate::render::timeline(&t)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+            }
+            return Ok(());
+        }
+        Command::Metrics { table, metrics, format } => {
+            let store = table_store(&table).await;
+            let period = match period_of(&metrics)? {
+                Some(p) => p,
+                None => {
+                    let today = chrono::Utc::now()
+                        .date_naive()
+                        .and_hms_opt(0, 0, 0)
+                        .expect("midnight")
+                        .and_utc();
+                    Period {
+                        from: today - chrono::Duration::days(7),
+                        to: today,
+                    }
+                }
+            };
+            let report = tollgate::table::metrics(&store, &configs_of(&metrics)?, &period).await?;
+            match format {
+                Format::Text => print!("{}", tollgate::render::metrics(&report)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            return Ok(());
+        }
         Command::Simulate {
             seed,
             pipelines,
@@ -284,21 +396,33 @@ async fn replay_inputs(paths: &[PathBuf], quiet: bool) -> Result<Replayer, Box<d
     let files = replay::input_files(paths)?;
     let mut replayer = Replayer::new();
     let started = std::time::Instant::now();
-    for file in &files {
-        let mut batch = Vec::new();
-        replay::read_events(file, |e| batch.push(e))?;
-        for e in batch {
-            replayer.ingest(e).await?;
-            if !quiet && replayer.counts.read % 25_000 == 0 {
-                eprintln!(
-                    "replay: {} events read, {} recorded ({:.0} events/s)",
-                    replayer.counts.read,
-                    replayer.counts.recorded,
-                    replayer.counts.read as f64 / started.elapsed().as_secs_f64()
-                );
+    // A reader thread streams events through a bounded channel, so a large file is never held in memory whole.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<replay::Located, replay::ReplayError>>(4096);
+    let reader_files = files.clone();
+    let reader = std::thread::spawn(move || {
+        for file in &reader_files {
+            let sent = replay::read_events(file, |e| {
+                // The receiver only goes away when the replay failed; the error is reported there.
+                let _ = tx.blocking_send(Ok(e));
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(e));
+                return;
             }
         }
+    });
+    while let Some(next) = rx.recv().await {
+        replayer.ingest(next?).await?;
+        if !quiet && replayer.counts.read % 25_000 == 0 {
+            eprintln!(
+                "replay: {} events read, {} recorded ({:.0} events/s)",
+                replayer.counts.read,
+                replayer.counts.recorded,
+                replayer.counts.read as f64 / started.elapsed().as_secs_f64()
+            );
+        }
     }
+    reader.join().map_err(|_| "the input reader thread panicked")?;
     if !quiet {
         let c = replayer.counts;
         eprintln!(
@@ -433,4 +557,9 @@ async fn simulate_command(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+async fn table_store(table: &TableArgs) -> tollgate_aws::DynamoDbStore {
+    let sdk = tollgate_aws::config::sdk_config().await;
+    tollgate_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.table.clone(), 400)
 }

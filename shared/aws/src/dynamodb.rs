@@ -6,6 +6,7 @@
 //! id is the attribute or item it creates) and the write returns the record's history, so there is no read before
 //! it and none after it.
 
+mod digest;
 mod error;
 mod item;
 
@@ -495,6 +496,63 @@ impl TimelineQueries for DynamoDbStore {
         // The sort key holds milliseconds; order by the exact time as the in-memory store does.
         out.sort_by_key(|r| std::cmp::Reverse(r.received_at));
         Ok(out)
+    }
+
+    /// One Query of GSI2 per UTC day of the range (`gsi2pk = EXECDAY#<day>`, paginated), oldest day first.
+    #[tracing::instrument(skip_all, fields(table = %self.table, %from, %to))]
+    async fn executions_started_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionKey>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut names: HashMap<String, String> = item::STARTED_ATTRIBUTES
+            .iter()
+            .map(|a| (format!("#{a}"), a.to_string()))
+            .collect();
+        let projection = item::STARTED_ATTRIBUTES
+            .iter()
+            .map(|a| format!("#{a}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        names.insert(format!("#{}", item::GSI2_PK), item::GSI2_PK.to_string());
+        // Sort keys hold whole seconds and start with the time, and every item of a day's partition has that day's
+        // date: the same bounds serve every day. They are widened to the seconds around the range, then cut exactly.
+        let (lower, upper) = (s(item::sort_time(&from)), s(format!("{}~", item::sort_time(&to))));
+        let last_day = (to - chrono::Duration::nanoseconds(1)).date_naive();
+        let mut found = Vec::new();
+        let mut day = from.date_naive();
+        while day <= last_day {
+            let items = self
+                .query(Query {
+                    operation: "Query (executions started on a day, index gsi2)",
+                    index: Some(item::GSI2),
+                    key_condition: "#gsi2pk = :pk AND #gsi2sk BETWEEN :from AND :to",
+                    names: names.clone(),
+                    values: HashMap::from([
+                        (":pk".to_string(), s(item::execution_day_pk(&day))),
+                        (":from".to_string(), lower.clone()),
+                        (":to".to_string(), upper.clone()),
+                    ]),
+                    newest_first: false,
+                    limit: None,
+                    projection: Some(projection.clone()),
+                })
+                .await?;
+            for listed in &items {
+                let (started_at, key) = item::started_execution(listed)?;
+                if from <= started_at && started_at < to {
+                    found.push((started_at, key));
+                }
+            }
+            let Some(next) = day.succ_opt() else { break };
+            day = next;
+        }
+        found.sort();
+        tracing::debug!(executions = found.len(), "executions listed by start day");
+        Ok(found.into_iter().map(|(_, key)| key).collect())
     }
 }
 

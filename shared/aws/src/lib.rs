@@ -1,11 +1,13 @@
 //! Adapters of Tollgate's ports over the AWS SDK: [`DynamoDbStore`] (events and timelines in one DynamoDB table,
-//! see docs/table-design.md) and [`SnsNotifier`] (notifications on one SNS topic), plus the SDK configuration every
-//! binary shares ([`config`]).
+//! see docs/table-design.md), [`SnsNotifier`] (notifications on one SNS topic) and [`CodePipelineTags`] (a pipeline's
+//! team and production stages from its tags), plus the SDK configuration every binary shares ([`config`]).
 
 pub mod config;
 pub mod dynamodb;
 pub mod sns;
+pub mod tags;
 
 pub use config::{required_env, sdk_config, ConfigError};
 pub use dynamodb::DynamoDbStore;
 pub use sns::SnsNotifier;
+pub use tags::CodePipelineTags;

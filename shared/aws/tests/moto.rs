@@ -24,6 +24,7 @@ use tollgate_domain::keys::{PipelineKey, StackKey, Subject};
 use tollgate_domain::memory::MemoryStore;
 use tollgate_domain::parse::parse_event;
 use tollgate_domain::ports::{EventRecorder, Mark, Rejected, StoreError, TimelineQueries};
+use tollgate_domain::query::execution_timeline;
 
 const ENDPOINT_VAR: &str = "TOLLGATE_TEST_ENDPOINT";
 
@@ -168,7 +169,15 @@ async fn create_table(client: &Client, table: &str) {
         ))
         .global_secondary_indexes(index(
             "gsi2",
-            &["account", "region", "deployment_id", "application", "deployment_group"],
+            &[
+                "account",
+                "region",
+                "deployment_id",
+                "application",
+                "deployment_group",
+                "pipeline",
+                "execution_id",
+            ],
         ))
         .send()
         .await
@@ -250,6 +259,25 @@ async fn assert_same_answers(store: &DynamoDbStore, memory: &MemoryStore, events
             store.executions(&pipeline(), limit).await.unwrap(),
             memory.executions(&pipeline(), limit).await.unwrap(),
             "executions, limit {limit}"
+        );
+    }
+    // Executions by start time (GSI2, by day): whole days around the story, and windows that cut at the second
+    // execution's start (10:05:00), which is in [10:05:00, ...) and not in [..., 10:05:00).
+    let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+    for (from, to, expected) in [
+        ("2026-11-13T00:00:00Z", "2026-11-23T00:00:00Z", 2),
+        ("2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", 2),
+        ("2026-11-20T10:05:00Z", "2026-11-21T00:00:00Z", 1),
+        ("2026-11-19T00:00:00Z", "2026-11-20T10:05:00Z", 1),
+        ("2026-11-21T00:00:00Z", "2026-11-28T00:00:00Z", 0),
+    ] {
+        let (from, to) = (at(from), at(to));
+        let ours = store.executions_started_between(from, to).await.unwrap();
+        assert_eq!(ours.len(), expected, "executions started in [{from}, {to})");
+        assert_eq!(
+            ours,
+            memory.executions_started_between(from, to).await.unwrap(),
+            "executions started in [{from}, {to})"
         );
     }
 }
@@ -609,4 +637,96 @@ async fn sdk_config_honours_aws_endpoint_url() {
             "{err:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn loading_the_timelines_of_a_period_costs_one_query_per_day_and_one_read_per_record() {
+    let Some(fx) = Fixture::new("metrics-reads").await else {
+        return;
+    };
+    let events = story();
+    let memory = MemoryStore::new();
+    for event in &events {
+        fx.store.record(event).await.unwrap();
+        memory.record(event).await.unwrap();
+    }
+    fx.requests.take();
+
+    // What the metrics function does: list a period's executions by start day, then load each timeline.
+    let from: DateTime<Utc> = "2026-10-17T00:00:00Z".parse().unwrap();
+    let to: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
+    let keys = fx.store.executions_started_between(from, to).await.unwrap();
+    let listing = fx.requests.take();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(
+        keys[0].execution_id, "ed085d02-372a-4b03-ba8a-c1df62a84ced",
+        "oldest first"
+    );
+    // 37 days: one Query each (a day's executions fit in one page here).
+    assert_eq!(listing.len(), 37, "{listing:?}");
+    assert!(listing.iter().all(|op| op == "Query"), "{listing:?}");
+
+    for key in &keys {
+        let ours = execution_timeline(&fx.store, key).await.unwrap().expect("recorded");
+        let sent = fx.requests.take();
+        let theirs = execution_timeline(&memory, key).await.unwrap().expect("recorded");
+        assert_eq!(ours, theirs, "timeline of {}", key.execution_id);
+        // One consistent GetItem for the execution, one per build and deployment its actions ran.
+        let runs = ours.external_runs().len();
+        assert_eq!(sent.len(), 1 + runs, "{sent:?}");
+        assert!(sent.iter().all(|op| op == "GetItem"), "{sent:?}");
+        println!(
+            "execution {}: {} requests (GetItem: 1 execution + {runs} builds and deployments)",
+            key.execution_id,
+            sent.len()
+        );
+    }
+    fx.drop_table().await;
+}
+
+#[tokio::test]
+async fn digest_marker_is_claimed_once_until_stale_then_sent_for_good() {
+    let Some(fx) = Fixture::new("digest").await else {
+        return;
+    };
+    let key = "weekly_digest@2026-11-23";
+    let t0: DateTime<Utc> = "2026-11-23T06:00:05Z".parse().unwrap();
+    let secs = chrono::Duration::seconds;
+    let claim = |at: DateTime<Utc>, token: &str| Mark::Claimed {
+        at,
+        token: token.into(),
+    };
+    let first = claim(t0, "r-1");
+    assert_eq!(fx.store.claim_digest(key, &first, t0 - secs(60)).await.unwrap(), None);
+    assert_eq!(
+        fx.requests.take(),
+        ["UpdateItem"],
+        "one conditional write creates the marker"
+    );
+    // A second run while the first holds a fresh claim learns who holds it, in one request.
+    let second = claim(t0 + secs(1), "r-2");
+    assert_eq!(
+        fx.store
+            .claim_digest(key, &second, t0 + secs(1) - secs(60))
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    println!("requests per refused digest claim: {:?}", fx.requests.take());
+    // Released after a failed publish: claimable again at once.
+    assert!(fx.store.release_digest(key, &first).await.unwrap());
+    assert_eq!(fx.store.claim_digest(key, &second, t0 - secs(59)).await.unwrap(), None);
+    // The late first run cannot finish the second's claim; the second one can.
+    assert!(!fx.store.finish_digest(key, &first).await.unwrap());
+    assert!(fx.store.finish_digest(key, &second).await.unwrap());
+    // Sent is for good, however late the next claim.
+    let much_later = t0 + chrono::Duration::days(2);
+    assert_eq!(
+        fx.store
+            .claim_digest(key, &claim(much_later, "r-3"), much_later)
+            .await
+            .unwrap(),
+        Some(Mark::Sent)
+    );
+    fx.drop_table().await;
 }

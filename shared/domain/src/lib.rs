@@ -8,6 +8,7 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod parse;
+pub mod policy;
 pub mod ports;
 pub mod query;
 pub mod service;

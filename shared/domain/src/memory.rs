@@ -18,7 +18,8 @@ use crate::ports::*;
 struct Aggregate {
     events: BTreeMap<String, DeliveryEvent>,
     notified: BTreeMap<String, String>,
-    /// Executions only: what GSI1 would hold.
+    /// Executions only: the key, and what GSI1 would hold.
+    execution: Option<ExecutionKey>,
     started_at: Option<DateTime<Utc>>,
     pipeline_states: BTreeSet<(DateTime<Utc>, String)>,
 }
@@ -35,6 +36,8 @@ fn decode_marks(notified: &BTreeMap<String, String>) -> BTreeMap<String, Mark> {
 #[derive(Default)]
 struct Inner {
     aggregates: HashMap<String, Aggregate>,
+    /// The execution records of each pipeline (what GSI1 serves), so listing one pipeline does not scan them all.
+    by_pipeline: HashMap<PipelineKey, BTreeSet<String>>,
     series: BTreeMap<(String, String), SeriesItem>,
     rejected: Vec<Rejected>,
     writes: u64,
@@ -59,15 +62,7 @@ impl MemoryStore {
     /// Every execution recorded, for offline listings.
     pub fn execution_keys(&self) -> Vec<ExecutionKey> {
         let inner = self.lock();
-        let mut keys: Vec<ExecutionKey> = inner
-            .aggregates
-            .values()
-            .filter_map(|a| a.events.values().next())
-            .filter_map(|e| match e.subject() {
-                Subject::Execution(k) => Some(k),
-                _ => None,
-            })
-            .collect();
+        let mut keys: Vec<ExecutionKey> = inner.aggregates.values().filter_map(|a| a.execution.clone()).collect();
         keys.sort();
         keys
     }
@@ -85,7 +80,15 @@ impl EventRecorder for MemoryStore {
         let mut inner = self.lock();
         match subject.layout() {
             Layout::Aggregate => {
-                let agg = inner.aggregates.entry(subject.pk()).or_default();
+                let pk = subject.pk();
+                if let Subject::Execution(key) = &subject {
+                    inner
+                        .by_pipeline
+                        .entry(key.pipeline_key())
+                        .or_default()
+                        .insert(pk.clone());
+                }
+                let agg = inner.aggregates.entry(pk).or_default();
                 let new = !agg.events.contains_key(&event.id);
                 if new {
                     agg.events.insert(event.id.clone(), event.clone());
@@ -95,8 +98,13 @@ impl EventRecorder for MemoryStore {
                             agg.started_at = Some(event.time);
                         }
                     }
-                    if matches!(subject, Subject::Execution(_)) && agg.started_at.is_none() {
-                        agg.started_at = Some(event.time);
+                    if let Subject::Execution(key) = &subject {
+                        if agg.started_at.is_none() {
+                            agg.started_at = Some(event.time);
+                        }
+                        if agg.execution.is_none() {
+                            agg.execution = Some(key.clone());
+                        }
                     }
                 }
                 let recorded = Recorded {
@@ -215,17 +223,16 @@ impl TimelineQueries for MemoryStore {
     async fn executions(&self, pipeline: &PipelineKey, limit: usize) -> Result<Vec<ExecutionSummary>, StoreError> {
         let inner = self.lock();
         let mut out: Vec<ExecutionSummary> = inner
-            .aggregates
-            .values()
-            .filter_map(|agg| {
-                let first = agg.events.values().next()?;
-                let Subject::Execution(key) = first.subject() else {
-                    return None;
-                };
-                (key.pipeline_key() == *pipeline).then(|| ExecutionSummary {
-                    started_at: agg.started_at.unwrap_or(first.time),
+            .by_pipeline
+            .get(pipeline)
+            .into_iter()
+            .flatten()
+            .filter_map(|pk| {
+                let agg = inner.aggregates.get(pk)?;
+                Some(ExecutionSummary {
+                    key: agg.execution.clone()?,
+                    started_at: agg.started_at?,
                     pipeline_states: agg.pipeline_states.iter().cloned().collect(),
-                    key,
                 })
             })
             .collect();
@@ -245,6 +252,24 @@ impl TimelineQueries for MemoryStore {
         out.sort_by_key(|r| std::cmp::Reverse(r.received_at));
         out.truncate(limit);
         Ok(out)
+    }
+
+    async fn executions_started_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionKey>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<(DateTime<Utc>, ExecutionKey)> = inner
+            .aggregates
+            .values()
+            .filter_map(|agg| {
+                let (key, started_at) = (agg.execution.clone()?, agg.started_at?);
+                (from <= started_at && started_at < to).then_some((started_at, key))
+            })
+            .collect();
+        out.sort();
+        Ok(out.into_iter().map(|(_, key)| key).collect())
     }
 }
 

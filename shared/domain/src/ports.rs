@@ -159,6 +159,13 @@ pub trait TimelineQueries: Send + Sync {
     async fn executions(&self, pipeline: &PipelineKey, limit: usize) -> Result<Vec<ExecutionSummary>, StoreError>;
     /// Messages kept because they could not be processed, newest first, at most `limit`, received on `day`.
     async fn rejected(&self, day: chrono::NaiveDate, limit: usize) -> Result<Vec<Rejected>, StoreError>;
+    /// Every execution, of every pipeline, whose start (as in [`ExecutionSummary::started_at`]: the pipeline's
+    /// STARTED time, else its first recorded event's) is in `[from, to)`; oldest first, ties by key.
+    async fn executions_started_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionKey>, StoreError>;
 }
 
 /// Publishes notifications to engineers.

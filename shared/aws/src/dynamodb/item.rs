@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use tollgate_domain::event::{DeliveryEvent, EventBody};
 use tollgate_domain::keys::{pipeline_gsi_pk, ExecutionKey, Subject};
 use tollgate_domain::ports::{ExecutionSummary, Mark, Rejected, StoreError};
@@ -22,6 +22,9 @@ pub(crate) const EVENT: &str = "event";
 pub(crate) const PIPELINE_STATES: &str = "pstates";
 pub(crate) const GSI1: &str = "gsi1";
 pub(crate) const GSI1_SK: &str = "gsi1sk";
+pub(crate) const GSI2: &str = "gsi2";
+pub(crate) const GSI2_PK: &str = "gsi2pk";
+pub(crate) const GSI2_SK: &str = "gsi2sk";
 
 /// The coarse status of a deployment that has not ended, in GSI2.
 pub(crate) const IN_PROGRESS: &str = "IN_PROGRESS";
@@ -177,10 +180,36 @@ fn execution_attributes(u: &mut Update, event: &DeliveryEvent, key: &ExecutionKe
     let started = matches!(&event.body, EventBody::PipelineExecution(p) if p.state == "STARTED");
     let gsi1sk = format!("{}#{}", sort_time(&event.time), key.execution_id);
     u.set_as(GSI1_SK, GSI1_SK, s(gsi1sk), !started);
+    // The same start, listed by day across pipelines (GSI2): written with the same rule, so both indexes agree.
+    u.set_as(
+        GSI2_PK,
+        GSI2_PK,
+        s(execution_day_pk(&event.time.date_naive())),
+        !started,
+    );
+    u.set_as(GSI2_SK, GSI2_SK, s(execution_day_sk(&event.time, key)), !started);
     if let EventBody::PipelineExecution(p) = &event.body {
         let state = format!("{}|{}", exact_time(&event.time), p.state);
         u.add(PIPELINE_STATES, AttributeValue::Ss(vec![state]));
     }
+}
+
+/// GSI2 partition of the executions started on one UTC day: `EXECDAY#<yyyy-mm-dd>`.
+pub(crate) fn execution_day_pk(day: &NaiveDate) -> String {
+    format!("EXECDAY#{}", day.format("%Y-%m-%d"))
+}
+
+/// GSI2 sort key of an execution: `<start, whole seconds>#<account>#<region>#<pipeline>#<execution id>`, so a time
+/// range is a key condition and executions that started in the same second stay distinct.
+pub(crate) fn execution_day_sk(started: &DateTime<Utc>, key: &ExecutionKey) -> String {
+    format!(
+        "{}#{}#{}#{}#{}",
+        sort_time(started),
+        key.account,
+        key.region,
+        key.pipeline,
+        key.execution_id
+    )
 }
 
 /// A series item: one event, under its subject's partition, sorted by time.
@@ -288,6 +317,26 @@ pub(crate) const SUMMARY_ATTRIBUTES: [&str; 7] = [
     GSI1_SK,
     PIPELINE_STATES,
 ];
+
+/// The attributes GSI2 must return for an execution listed by day (the index may project only these).
+pub(crate) const STARTED_ATTRIBUTES: [&str; 6] = ["pk", "account", "region", "pipeline", "execution_id", GSI2_SK];
+
+/// An execution as listed by day from GSI2: its start (from the sort key) and its key (from the attributes).
+pub(crate) fn started_execution(item: &Item) -> Result<(DateTime<Utc>, ExecutionKey), StoreError> {
+    let pk = item_pk(item);
+    let key = ExecutionKey {
+        account: string_attr(pk, item, "account")?.to_string(),
+        region: string_attr(pk, item, "region")?.to_string(),
+        pipeline: string_attr(pk, item, "pipeline")?.to_string(),
+        execution_id: string_attr(pk, item, "execution_id")?.to_string(),
+    };
+    let gsi2sk = string_attr(pk, item, GSI2_SK)?;
+    let started_at = gsi2sk
+        .split_once('#')
+        .and_then(|(time, _)| parse_time(time))
+        .ok_or_else(|| StoreError::Permanent(format!("item {pk}: {GSI2_SK} {gsi2sk:?} does not start with a time")))?;
+    Ok((started_at, key))
+}
 
 /// An execution as listed from GSI1.
 pub(crate) fn execution_summary(item: &Item) -> Result<ExecutionSummary, StoreError> {

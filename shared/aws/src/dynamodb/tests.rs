@@ -97,6 +97,8 @@ async fn new_execution_event_is_one_conditional_update_returning_the_history() {
             let names = req.expression_attribute_names().cloned().unwrap_or_default();
             let values = req.expression_attribute_values().cloned().unwrap_or_default();
             let expr = req.update_expression().unwrap_or_default();
+            let mut value_names: Vec<&str> = values.keys().map(String::as_str).collect();
+            value_names.sort_unstable();
             req.table_name() == Some(TABLE)
                 && req.key().and_then(|k| k.get("pk")) == Some(&s(&expected_pk))
                 && req.key().and_then(|k| k.get("sk")) == Some(&s("STATE"))
@@ -104,15 +106,41 @@ async fn new_execution_event_is_one_conditional_update_returning_the_history() {
                 && names.get("#ev") == Some(&ev_name)
                 && req.return_values() == Some(&ReturnValue::AllNew)
                 && req.return_values_on_condition_check_failure() == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
-                && expr.starts_with("SET #ev = :ev, ")
-                && expr.contains("#kind = if_not_exists(#kind, :kind)")
-                && expr.contains("#ttl = if_not_exists(#ttl, :ttl)")
-                // A pipeline STARTED sets the start time unconditionally and adds its state.
-                && expr.contains("#gsi1sk = :gsi1sk")
-                && expr.ends_with(" ADD #pstates :pstates")
+                // The whole expression: descriptive attributes fill in; a pipeline STARTED sets the start time in
+                // both indexes unconditionally (GSI1 by pipeline, GSI2 by day) and adds its state.
+                && expr
+                    == "SET #ev = :ev, #ttl = if_not_exists(#ttl, :ttl), #account = if_not_exists(#account, :account), \
+                        #region = if_not_exists(#region, :region), #kind = if_not_exists(#kind, :kind), \
+                        #pipeline = if_not_exists(#pipeline, :pipeline), \
+                        #execution_id = if_not_exists(#execution_id, :execution_id), \
+                        #gsi1pk = if_not_exists(#gsi1pk, :gsi1pk), #gsi1sk = :gsi1sk, #gsi2pk = :gsi2pk, \
+                        #gsi2sk = :gsi2sk ADD #pstates :pstates"
+                && names.len() == 12
+                && names.get("#gsi2pk").map(String::as_str) == Some("gsi2pk")
+                && names.get("#gsi2sk").map(String::as_str) == Some("gsi2sk")
+                && value_names
+                    == [
+                        ":account",
+                        ":ev",
+                        ":execution_id",
+                        ":gsi1pk",
+                        ":gsi1sk",
+                        ":gsi2pk",
+                        ":gsi2sk",
+                        ":kind",
+                        ":pipeline",
+                        ":pstates",
+                        ":region",
+                        ":ttl",
+                    ]
                 && values.get(":kind") == Some(&s("execution"))
                 && values.get(":gsi1pk") == Some(&s("PIPE#111122223333#eu-west-1#checkout-service"))
                 && values.get(":gsi1sk") == Some(&s("2026-11-20T09:00:00Z#ed085d02-372a-4b03-ba8a-c1df62a84ced"))
+                && values.get(":gsi2pk") == Some(&s("EXECDAY#2026-11-20"))
+                && values.get(":gsi2sk")
+                    == Some(&s(
+                        "2026-11-20T09:00:00Z#111122223333#eu-west-1#checkout-service#ed085d02-372a-4b03-ba8a-c1df62a84ced"
+                    ))
                 && values.get(":pstates") == Some(&AttributeValue::Ss(vec!["2026-11-20T09:00:00Z|STARTED".into()]))
                 && values.get(":ttl") == Some(&AttributeValue::N((1_795_165_200 + 30 * 86_400).to_string()))
                 && serde_json::from_str::<DeliveryEvent>(values[":ev"].as_s().unwrap()).ok().as_ref()
@@ -300,10 +328,17 @@ async fn later_execution_events_only_fill_in_the_start_time() {
     let rule = mock!(Client::update_item)
         .match_requests(|req| {
             let expr = req.update_expression().unwrap_or_default();
+            let values = req.expression_attribute_values().cloned().unwrap_or_default();
             expr.contains("#gsi1sk = if_not_exists(#gsi1sk, :gsi1sk)")
+                && expr.contains("#gsi2pk = if_not_exists(#gsi2pk, :gsi2pk)")
+                && expr.contains("#gsi2sk = if_not_exists(#gsi2sk, :gsi2sk)")
                 && !expr.contains("ADD")
-                && req.expression_attribute_values().and_then(|v| v.get(":gsi1sk"))
-                    == Some(&s("2026-11-20T09:00:01Z#ed085d02-372a-4b03-ba8a-c1df62a84ced"))
+                && values.get(":gsi1sk") == Some(&s("2026-11-20T09:00:01Z#ed085d02-372a-4b03-ba8a-c1df62a84ced"))
+                && values.get(":gsi2pk") == Some(&s("EXECDAY#2026-11-20"))
+                && values.get(":gsi2sk")
+                    == Some(&s(
+                        "2026-11-20T09:00:01Z#111122223333#eu-west-1#checkout-service#ed085d02-372a-4b03-ba8a-c1df62a84ced"
+                    ))
         })
         .then_output(move || UpdateItemOutput::builder().set_attributes(Some(stored.clone())).build());
     assert!(store(&[&rule]).record(&stage).await.unwrap().new);
@@ -684,4 +719,273 @@ async fn rejected_message_kept_twice_is_one_item() {
     store.keep_rejected(&r).await.unwrap();
     store.keep_rejected(&r).await.unwrap();
     assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}
+
+// Executions listed by start day (GSI2).
+
+fn started_item(started: &str, pipeline: &str, execution_id: &str) -> HashMap<String, AttributeValue> {
+    let key = ExecutionKey {
+        account: "111122223333".into(),
+        region: "eu-west-1".into(),
+        pipeline: pipeline.into(),
+        execution_id: execution_id.into(),
+    };
+    HashMap::from([
+        ("pk".to_string(), s(execution_pk(&key))),
+        ("account".to_string(), s(&key.account)),
+        ("region".to_string(), s(&key.region)),
+        ("pipeline".to_string(), s(&key.pipeline)),
+        ("execution_id".to_string(), s(&key.execution_id)),
+        (
+            "gsi2sk".to_string(),
+            s(item::execution_day_sk(&started.parse().unwrap(), &key)),
+        ),
+    ])
+}
+
+/// A Query of GSI2's partition `day`, continuing from `start` (`None`: the first page), with the exact key condition,
+/// bounds and projection.
+fn day_query(
+    day: &'static str,
+    start: Option<&'static str>,
+) -> aws_smithy_mocks::RuleBuilder<
+    aws_sdk_dynamodb::operation::query::QueryInput,
+    aws_sdk_dynamodb::operation::query::QueryOutput,
+    aws_sdk_dynamodb::operation::query::QueryError,
+> {
+    mock!(Client::query).match_requests(move |req| {
+        let values = req.expression_attribute_values().cloned().unwrap_or_default();
+        let names = req.expression_attribute_names().cloned().unwrap_or_default();
+        let continues = req
+            .exclusive_start_key()
+            .and_then(|k| k.get("gsi2sk"))
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str);
+        req.table_name() == Some(TABLE)
+            && req.index_name() == Some("gsi2")
+            && req.key_condition_expression() == Some("#gsi2pk = :pk AND #gsi2sk BETWEEN :from AND :to")
+            && names.get("#gsi2pk").map(String::as_str) == Some("gsi2pk")
+            && names.get("#gsi2sk").map(String::as_str) == Some("gsi2sk")
+            && values.get(":pk") == Some(&s(format!("EXECDAY#{day}")))
+            && values.get(":from") == Some(&s("2026-11-19T12:00:00Z"))
+            && values.get(":to") == Some(&s("2026-11-21T00:00:00Z~"))
+            && req.projection_expression() == Some("#pk, #account, #region, #pipeline, #execution_id, #gsi2sk")
+            && req.scan_index_forward() == Some(true)
+            && req.limit().is_none()
+            && continues == start
+    })
+}
+
+#[tokio::test]
+async fn executions_started_between_queries_gsi2_day_by_day_across_pages() {
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    let from: DateTime<Utc> = "2026-11-19T12:00:00Z".parse().unwrap();
+    let to: DateTime<Utc> = "2026-11-21T00:00:00Z".parse().unwrap();
+    // Nov 19: one execution in the range. Nov 20: two pages, the second one empty-keyed (the last).
+    let nov19 = day_query("2026-11-19", None).then_output(|| {
+        QueryOutput::builder()
+            .items(started_item("2026-11-19T23:59:59Z", "search", "e-3"))
+            .build()
+    });
+    let first_page = started_item("2026-11-20T10:05:00Z", "checkout-service", "e-2");
+    let last_key: HashMap<String, AttributeValue> = first_page
+        .iter()
+        .filter(|(k, _)| k.as_str() == "pk" || k.as_str() == "gsi2sk")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([
+            ("sk".to_string(), s("STATE")),
+            ("gsi2pk".to_string(), s("EXECDAY#2026-11-20")),
+        ])
+        .collect();
+    let nov20_page1 = day_query("2026-11-20", None).then_output(move || {
+        QueryOutput::builder()
+            .items(first_page.clone())
+            .set_last_evaluated_key(Some(last_key.clone()))
+            .build()
+    });
+    let nov20_page2 = day_query(
+        "2026-11-20",
+        Some("2026-11-20T10:05:00Z#111122223333#eu-west-1#checkout-service#e-2"),
+    )
+    .then_output(|| {
+        QueryOutput::builder()
+            .items(started_item("2026-11-20T09:00:00Z", "checkout-service", "e-1"))
+            .build()
+    });
+    // Sequential rules: the days are asked for in order, each page once, and no other request is made.
+    let keys = store(&[&nov19, &nov20_page1, &nov20_page2])
+        .executions_started_between(from, to)
+        .await
+        .unwrap();
+    assert_eq!(
+        (nov19.num_calls(), nov20_page1.num_calls(), nov20_page2.num_calls()),
+        (1, 1, 1)
+    );
+    // Oldest first, across days and pages.
+    let ids: Vec<&str> = keys.iter().map(|k| k.execution_id.as_str()).collect();
+    assert_eq!(ids, ["e-3", "e-1", "e-2"]);
+    assert_eq!(keys[0].pipeline, "search");
+}
+
+#[tokio::test]
+async fn executions_started_between_cuts_the_range_exactly() {
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    // Bounds inside one day, with a fraction of a second: the query widens them to whole seconds, the answer is cut
+    // to [from, to) exactly.
+    let from: DateTime<Utc> = "2026-11-20T09:00:00Z".parse().unwrap();
+    let to: DateTime<Utc> = "2026-11-20T10:05:00.500Z".parse().unwrap();
+    let rule = mock!(Client::query)
+        .match_requests(|req| {
+            let values = req.expression_attribute_values().cloned().unwrap_or_default();
+            values.get(":pk") == Some(&s("EXECDAY#2026-11-20"))
+                && values.get(":from") == Some(&s("2026-11-20T09:00:00Z"))
+                && values.get(":to") == Some(&s("2026-11-20T10:05:00Z~"))
+        })
+        .then_output(|| {
+            QueryOutput::builder()
+                .items(started_item("2026-11-20T08:59:59Z", "p", "before"))
+                .items(started_item("2026-11-20T09:00:00Z", "p", "at-from"))
+                .items(started_item("2026-11-20T10:05:00Z", "p", "inside-the-last-second"))
+                .items(started_item("2026-11-20T10:05:01Z", "p", "after"))
+                .build()
+        });
+    let keys = store(&[&rule]).executions_started_between(from, to).await.unwrap();
+    assert_eq!(rule.num_calls(), 1);
+    let ids: Vec<&str> = keys.iter().map(|k| k.execution_id.as_str()).collect();
+    assert_eq!(ids, ["at-from", "inside-the-last-second"]);
+    // An empty or inverted range asks nothing (no rule: a request would fail).
+    assert!(store(&[])
+        .executions_started_between(to, from)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store(&[]).executions_started_between(to, to).await.unwrap().is_empty());
+}
+
+// Digest markers: one item per digest key, the claim protocol of notification markers.
+
+const DIGEST_KEY: &str = "weekly_digest@2026-11-23";
+
+fn digest_claim() -> Mark {
+    Mark::Claimed {
+        at: "2026-11-23T06:00:05Z".parse().unwrap(),
+        token: "r-1".into(),
+    }
+}
+
+#[tokio::test]
+async fn digest_claim_creates_its_own_marker_item_with_one_conditional_update() {
+    let seen = Seen::default();
+    let rule = accept_update(&seen);
+    let held = store(&[&rule])
+        .claim_digest(DIGEST_KEY, &digest_claim(), "2026-11-23T06:04:05Z".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!((held, rule.num_calls()), (None, 1));
+    let seen = seen.lock().unwrap();
+    let req = &seen[0];
+    assert_eq!(
+        req.key(),
+        Some(&HashMap::from([
+            ("pk".to_string(), s("DIGEST#weekly_digest@2026-11-23")),
+            ("sk".to_string(), s("STATE")),
+        ]))
+    );
+    assert_eq!(
+        req.update_expression(),
+        Some("SET #n = :claim, #kind = if_not_exists(#kind, :kind), #ttl = if_not_exists(#ttl, :ttl)")
+    );
+    // No attribute_exists(pk): the claim creates the item.
+    assert_eq!(
+        req.condition_expression(),
+        Some("attribute_not_exists(#n) OR (begins_with(#n, :claimed) AND #n < :stale)")
+    );
+    assert_eq!(
+        req.expression_attribute_names(),
+        Some(&HashMap::from([
+            ("#n".to_string(), "n:weekly_digest@2026-11-23".to_string()),
+            ("#kind".to_string(), "kind".to_string()),
+            ("#ttl".to_string(), "ttl".to_string()),
+        ]))
+    );
+    assert_eq!(
+        req.expression_attribute_values(),
+        Some(&HashMap::from([
+            (":claim".to_string(), s("claim@2026-11-23T06:00:05Z@r-1")),
+            (":claimed".to_string(), s("claim@")),
+            (":stale".to_string(), s("claim@2026-11-23T06:04:05Z@")),
+            (":kind".to_string(), s("digest")),
+            (
+                ":ttl".to_string(),
+                AttributeValue::N((1_795_413_605 + 30 * 86_400).to_string())
+            ),
+        ]))
+    );
+}
+
+#[tokio::test]
+async fn digest_claim_refused_says_who_holds_it_without_a_read() {
+    for (held, expected) in [
+        ("sent", Mark::Sent),
+        (
+            "claim@2026-11-23T06:00:01Z@r-0",
+            Mark::Claimed {
+                at: "2026-11-23T06:00:01Z".parse().unwrap(),
+                token: "r-0".into(),
+            },
+        ),
+    ] {
+        let old = HashMap::from([
+            ("pk".to_string(), s("DIGEST#weekly_digest@2026-11-23")),
+            ("sk".to_string(), s("STATE")),
+            (item::marker_attr(DIGEST_KEY), s(held)),
+        ]);
+        let rule = condition_failed(Some(&old));
+        // Sequential rules: a GetItem here would fail for want of a rule.
+        let got = store(&[&rule])
+            .claim_digest(DIGEST_KEY, &digest_claim(), "2026-11-23T05:59:05Z".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(expected), "held by {held}");
+        assert_eq!(rule.num_calls(), 1);
+    }
+}
+
+#[tokio::test]
+async fn digest_finish_and_release_are_conditional_on_our_claim() {
+    let seen = Seen::default();
+    let finish = accept_update(&seen);
+    assert!(store(&[&finish])
+        .finish_digest(DIGEST_KEY, &digest_claim())
+        .await
+        .unwrap());
+    let release = accept_update(&seen);
+    assert!(store(&[&release])
+        .release_digest(DIGEST_KEY, &digest_claim())
+        .await
+        .unwrap());
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            (seen[0].update_expression(), seen[0].condition_expression()),
+            (Some("SET #n = :sent"), Some("#n = :claim"))
+        );
+        assert_eq!(
+            (seen[1].update_expression(), seen[1].condition_expression()),
+            (Some("REMOVE #n"), Some("#n = :claim"))
+        );
+        for req in seen.iter() {
+            assert_eq!(
+                req.expression_attribute_values().and_then(|v| v.get(":claim")),
+                Some(&s("claim@2026-11-23T06:00:05Z@r-1"))
+            );
+        }
+    }
+    // Taken over in between: nothing changes, and the caller learns it.
+    let lost = condition_failed(None);
+    assert!(!store(&[&lost])
+        .finish_digest(DIGEST_KEY, &digest_claim())
+        .await
+        .unwrap());
 }

@@ -215,6 +215,14 @@ impl TimelineQueries for CountingStore {
     async fn rejected(&self, day: NaiveDate, limit: usize) -> Result<Vec<Rejected>, StoreError> {
         self.inner.rejected(day, limit).await
     }
+
+    async fn executions_started_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionKey>, StoreError> {
+        self.inner.executions_started_between(from, to).await
+    }
 }
 
 pub type RacingIngestor = Ingestor<CountingStore, SlowNotifier>;

@@ -1,0 +1,260 @@
+//! The metrics run with its real adapters against the local AWS endpoint (moto server): the demo story recorded in a
+//! DynamoDB table, the pipeline's tags asked of CodePipeline, the digest published to an SNS topic that an SQS queue
+//! subscribes to. Counts the DynamoDB requests of a run.
+//!
+//! Runs only when `TOLLGATE_TEST_ENDPOINT` names the endpoint (`make test` sets it); otherwise prints SKIPPED.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
+};
+use metrics::digest::ClaimedDigest;
+use metrics::handler::{run, DigestStatus, Settings};
+use serde_json::Value;
+use tollgate_aws::{CodePipelineTags, DynamoDbStore, SnsNotifier};
+use tollgate_domain::parse::parse_event;
+use tollgate_domain::ports::EventRecorder;
+
+const STORY: &str = include_str!("../../../events/story/failed-deploy-and-fix.json");
+
+/// DynamoDB operations sent, retries included.
+#[derive(Debug, Clone, Default)]
+struct Requests(Arc<Mutex<Vec<String>>>);
+
+impl Requests {
+    fn take(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for op in std::mem::take(&mut *self.0.lock().unwrap()) {
+            *counts.entry(op).or_default() += 1;
+        }
+        counts
+    }
+}
+
+impl Intercept for Requests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context.request().headers().get("x-amz-target").unwrap_or("?");
+        self.0
+            .lock()
+            .unwrap()
+            .push(target.rsplit('.').next().unwrap_or(target).to_string());
+        Ok(())
+    }
+}
+
+/// The table's key schema and indexes as infra/template.yaml declares them.
+async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let index = |name: &str, include: &[&str]| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(&format!("{name}pk"), KeyType::Hash))
+            .key_schema(key(&format!("{name}sk"), KeyType::Range))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .set_non_key_attributes(Some(include.iter().map(|a| a.to_string()).collect()))
+                    .build(),
+            )
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_attribute_definitions(Some(
+            ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"]
+                .into_iter()
+                .map(attr)
+                .collect(),
+        ))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(index(
+            "gsi1",
+            &["account", "region", "pipeline", "execution_id", "pstates"],
+        ))
+        .global_secondary_indexes(index(
+            "gsi2",
+            &[
+                "account",
+                "region",
+                "deployment_id",
+                "application",
+                "deployment_group",
+                "pipeline",
+                "execution_id",
+            ],
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "CreateTable {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )
+        });
+}
+
+#[tokio::test]
+async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_adapters() {
+    let Ok(endpoint) = std::env::var("TOLLGATE_TEST_ENDPOINT") else {
+        println!(
+            "SKIPPED: set TOLLGATE_TEST_ENDPOINT (e.g. http://127.0.0.1:5055) to run the metrics function locally"
+        );
+        return;
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await;
+    let requests = Requests::default();
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(requests.clone())
+            .build(),
+    );
+    let (sns, sqs) = (aws_sdk_sns::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let name = format!("tollgate-metrics-{nanos}");
+
+    create_table(&dynamodb, &name).await;
+    let topic_arn = sns.create_topic().name(&name).send().await.unwrap().topic_arn.unwrap();
+    let inbox = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let inbox_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&inbox)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&inbox_arn)
+        .send()
+        .await
+        .unwrap();
+
+    let store = Arc::new(DynamoDbStore::new(dynamodb.clone(), &name, 30));
+    let events: Vec<Value> = serde_json::from_str(STORY).unwrap();
+    for event in &events {
+        let event = parse_event(event.to_string().as_bytes()).unwrap();
+        store.record(&event).await.unwrap();
+    }
+    requests.take();
+
+    let digest = ClaimedDigest::new(store.clone(), Arc::new(SnsNotifier::new(sns.clone(), &topic_arn)));
+    // No such pipeline in the endpoint's CodePipeline: ResourceNotFound, so the default configuration.
+    let tags = CodePipelineTags::new(aws_sdk_codepipeline::Client::new(&sdk), "team");
+    let monday = "2026-11-23T06:00:00Z".parse().unwrap();
+    let settings = Settings::default();
+
+    let first = run(store.as_ref(), &digest, &tags, &settings, monday, "r-1")
+        .await
+        .unwrap();
+    let reads = requests.take();
+    println!("DynamoDB requests of a run over 2 executions: {reads:?}");
+    assert_eq!(first.digest, DigestStatus::Published);
+    assert_eq!((first.executions, first.timelines), (2, 2));
+    let line: Value = serde_json::from_str(&first.emf_lines[0]).unwrap();
+    assert_eq!(
+        (
+            &line["Pipeline"],
+            &line["Team"],
+            &line["Deployments"],
+            &line["ChangeFailureRate"]
+        ),
+        (
+            &Value::from("checkout-service"),
+            &Value::from("unassigned"),
+            &Value::from(2),
+            &Value::from(50.0)
+        )
+    );
+    // 37 days listed, one Query each; 4 GetItem per execution (itself, its build, its two deployments); the digest
+    // claimed and marked sent.
+    assert_eq!(
+        reads,
+        BTreeMap::from([
+            ("GetItem".to_string(), 8),
+            ("Query".to_string(), 37),
+            ("UpdateItem".to_string(), 2),
+        ])
+    );
+
+    // The same scheduled invocation retried: measured again, not sent again.
+    let second = run(store.as_ref(), &digest, &tags, &settings, monday, "r-2")
+        .await
+        .unwrap();
+    assert_eq!(second.digest, DigestStatus::AlreadySent);
+    assert_eq!(second.emf_lines, first.emf_lines);
+    assert_eq!(requests.take()["UpdateItem"], 1, "one refused claim, no read");
+
+    let received = sqs
+        .receive_message()
+        .queue_url(&inbox)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 1, "the digest reached the subscriber once");
+    let envelope: Value = serde_json::from_str(received[0].body().unwrap()).unwrap();
+    let chat: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(chat["id"], Value::from("weekly_digest@2026-11-23"));
+    assert_eq!(
+        envelope["MessageAttributes"]["kind"]["Value"],
+        Value::from("weekly_digest")
+    );
+
+    dynamodb.delete_table().table_name(&name).send().await.unwrap();
+    sns.delete_topic().topic_arn(&topic_arn).send().await.unwrap();
+    sqs.delete_queue().queue_url(&inbox).send().await.unwrap();
+}
