@@ -426,3 +426,28 @@ pub fn parse_time_arg(s: &str) -> Result<DateTime<Utc>, String> {
         .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
         .map_err(|_| format!("{s:?} is neither a date (2026-11-20) nor an RFC 3339 time (2026-11-20T09:00:00Z)"))
 }
+
+/// The demo story, replayed: what the CLI's unit tests read from.
+#[cfg(test)]
+pub(crate) async fn story() -> Replayer {
+    let mut replayer = Replayer::new();
+    let events: Vec<Value> = serde_json::from_str(include_str!("../../events/story/failed-deploy-and-fix.json"))
+        .expect("the story is a JSON array");
+    for (i, e) in events.into_iter().enumerate() {
+        replayer
+            .ingest(Located {
+                at: format!("story[{i}]"),
+                body: e.to_string(),
+            })
+            .await
+            .expect("the story replays");
+    }
+    replayer
+}
+
+impl Replayer {
+    /// The in-memory store the events were recorded in.
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.store
+    }
+}

@@ -465,30 +465,10 @@ th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f9fafb
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-    use tollgate_domain::query::execution_timeline;
-    use tollgate_domain::service::{Ingestor, MessageContext};
-
     use super::*;
 
     async fn story_timelines() -> Vec<ExecutionTimeline> {
-        let store = Arc::new(MemoryStore::new());
-        let ingestor = Ingestor::new(store.clone(), Arc::new(MemoryNotifier::new()));
-        let events: Vec<Value> =
-            serde_json::from_str(include_str!("../../events/story/failed-deploy-and-fix.json")).unwrap();
-        for e in events {
-            ingestor
-                .ingest(&e.to_string(), &MessageContext::new("m", Utc::now()))
-                .await
-                .unwrap();
-        }
-        let mut out = Vec::new();
-        for key in store.execution_keys() {
-            out.push(execution_timeline(store.as_ref(), &key).await.unwrap().unwrap());
-        }
-        out
+        crate::replay::story().await.timelines().await.unwrap()
     }
 
     #[tokio::test]

@@ -107,24 +107,12 @@ pub async fn metrics<Q: TimelineQueries + ?Sized>(
 mod tests {
     use std::sync::Arc;
 
-    use serde_json::Value;
-    use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-    use tollgate_domain::service::{Ingestor, MessageContext};
+    use tollgate_domain::memory::MemoryStore;
 
     use super::*;
 
     async fn story_store() -> Arc<MemoryStore> {
-        let store = Arc::new(MemoryStore::new());
-        let ingestor = Ingestor::new(store.clone(), Arc::new(MemoryNotifier::new()));
-        let events: Vec<Value> =
-            serde_json::from_str(include_str!("../../events/story/failed-deploy-and-fix.json")).unwrap();
-        for e in events {
-            ingestor
-                .ingest(&e.to_string(), &MessageContext::new("m", Utc::now()))
-                .await
-                .unwrap();
-        }
-        store
+        crate::replay::story().await.store().clone()
     }
 
     fn checkout() -> PipelineKey {
