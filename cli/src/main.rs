@@ -12,6 +12,38 @@ use tollgate::replay::{self, MetricsConfigFile, Replayer};
 use tollgate::simulate::{self, SimOptions};
 use tollgate::template::Template;
 use tollgate_domain::metrics::Period;
+use tollgate_domain::policy::ApprovalDecision;
+
+/// Writes to standard output; a reader that went away (`tollgate ... | head`) ends the program quietly, as in any
+/// Unix tool, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_stdout(&format!($($arg)*))
+    };
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_stdout(&format!("{}\n", format!($($arg)*)))
+    };
+}
+
+/// The reader of standard output went away (`tollgate simulate | head`): not an error of ours.
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>().map(|io| io.kind()) == Some(std::io::ErrorKind::BrokenPipe)
+        || e.downcast_ref::<serde_json::Error>().and_then(|j| j.io_error_kind()) == Some(std::io::ErrorKind::BrokenPipe)
+}
+
+fn write_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("tollgate: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +93,21 @@ enum Command {
         /// Print no progress on standard error.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Approves a gated stage of an execution, as the caller (from the AWS credentials), with a reason.
+    Approve {
+        #[command(flatten)]
+        decision: DecisionArgs,
+    },
+    /// Rejects a gated stage of an execution, as the caller (from the AWS credentials), with a reason.
+    Reject {
+        #[command(flatten)]
+        decision: DecisionArgs,
+    },
+    /// Lists or verifies a scope's tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Lists pipelines that ran recently with their latest execution (reads the table).
     Status {
@@ -142,6 +189,54 @@ enum Command {
         #[arg(long, value_name = "BUS")]
         send_to_bus: Option<String>,
     },
+    /// Gate policies (docs/policy.md).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Gates: how a gate stands now.
+    Gate {
+        #[command(subcommand)]
+        command: GateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validates gate policy files: prints each file's result, or its errors with line, column and field; exits
+    /// non-zero if any file is invalid.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GateCommand {
+    /// Evaluates a policy now, with live facts (CloudWatch, the table), for a pipeline's stage and prints how each
+    /// check stands. Decides nothing and records nothing.
+    Explain {
+        /// The policy file.
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// The pipeline the gate is in.
+        #[arg(long)]
+        pipeline: String,
+        /// The stage the gate guards.
+        #[arg(long)]
+        stage: String,
+        /// The execution id (default: the pipeline's latest recorded execution).
+        #[arg(long)]
+        execution: Option<String>,
+        /// The pipeline's account (or TOLLGATE_ACCOUNT).
+        #[arg(long, env = "TOLLGATE_ACCOUNT")]
+        account: String,
+        /// The pipeline's region (default: the SDK's region).
+        #[arg(long)]
+        region: Option<String>,
+        #[command(flatten)]
+        table: TableArgs,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -150,6 +245,50 @@ enum Format {
     Text,
     /// One JSON document (fields documented in docs/metrics.md).
     Json,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The newest entries of a scope.
+    List {
+        #[command(flatten)]
+        table: TableArgs,
+        /// The scope, e.g. pipeline:111122223333/eu-west-1/checkout-service.
+        #[arg(long)]
+        scope: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Checks the whole chain of a scope and names the first broken link (exit status 1 if any).
+    Verify {
+        #[command(flatten)]
+        table: TableArgs,
+        #[arg(long)]
+        scope: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct DecisionArgs {
+    #[command(flatten)]
+    table: TableArgs,
+    #[arg(long)]
+    pipeline: String,
+    /// The pipeline execution id.
+    #[arg(long)]
+    execution: String,
+    /// The gated stage.
+    #[arg(long)]
+    stage: String,
+    /// Why (required; recorded with the decision and in the audit trail).
+    #[arg(long)]
+    reason: String,
+    /// The pipeline's account (or TOLLGATE_ACCOUNT).
+    #[arg(long, env = "TOLLGATE_ACCOUNT")]
+    account: String,
+    /// The pipeline's region (default: the SDK's region).
+    #[arg(long)]
+    region: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -222,6 +361,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tollgate: {e}");
             ExitCode::FAILURE
@@ -244,10 +384,26 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             metrics,
             quiet,
         } => return report_command(&html, &paths, &metrics, quiet).await,
+        Command::Approve { decision } => return decide(decision, ApprovalDecision::Approve).await,
+        Command::Reject { decision } => return decide(decision, ApprovalDecision::Reject).await,
+        Command::Audit { command } => {
+            match command {
+                AuditCommand::List { table, scope, limit } => {
+                    out!(
+                        "{}",
+                        tollgate::audit::list(&table_store(&table).await, &scope, limit).await?
+                    )
+                }
+                AuditCommand::Verify { table, scope } => {
+                    outln!("{}", tollgate::audit::verify(&table_store(&table).await, &scope).await?)
+                }
+            }
+            return Ok(());
+        }
         Command::Status { table, days } => {
             let store = table_store(&table).await;
             let to = chrono::Utc::now();
-            print!(
+            out!(
                 "{}",
                 tollgate::table::status(&store, to - chrono::Duration::days(days), to).await?
             );
@@ -279,8 +435,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .into());
             };
             match format {
-                Format::Text => print!("{}", tollgate::render::timeline(&t)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+                Format::Text => out!("{}", tollgate::render::timeline(&t)),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&t)?),
             }
             return Ok(());
         }
@@ -302,8 +458,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let report = tollgate::table::metrics(&store, &configs_of(&metrics)?, &period).await?;
             match format {
-                Format::Text => print!("{}", tollgate::render::metrics(&report)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => out!("{}", tollgate::render::metrics(&report)),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
             }
             return Ok(());
         }
@@ -339,6 +495,28 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             return simulate_command(&opts, &out, send_to_bus.as_deref()).await;
         }
+        Command::Policy {
+            command: PolicyCommand::Validate { files },
+        } => return policy_validate(&files),
+        Command::Gate {
+            command:
+                GateCommand::Explain {
+                    policy,
+                    pipeline,
+                    stage,
+                    execution,
+                    account,
+                    region,
+                    table,
+                },
+        } => {
+            let key = tollgate_domain::keys::PipelineKey {
+                account,
+                region: region.unwrap_or_default(),
+                pipeline,
+            };
+            return gate_explain(&policy, key, &stage, execution, &table).await;
+        }
     };
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
         return Err("AWS_ENDPOINT_URL is not set: `tollgate local` only talks to a local endpoint (run `make demo`, or `eval \"$(scripts/moto.sh env)\"` after `scripts/moto.sh start`)".into());
@@ -353,12 +531,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         LocalCommand::Provision { template, prefix } => {
             let template = Template::load(&template)?;
             let env = local::provision(&clients, &template, &Names::with_prefix(&prefix)).await?;
-            println!("table     {}", env.names.table);
-            println!("topic     {}", env.topic_arn);
-            println!("queue     {} (dead letters: {})", env.queue_url, env.dlq_url);
-            println!("inbox     {}", env.inbox_url);
+            outln!("table     {}", env.names.table);
+            outln!("topic     {}", env.topic_arn);
+            outln!("queue     {} (dead letters: {})", env.queue_url, env.dlq_url);
+            outln!("inbox     {}", env.inbox_url);
             for r in env.rules {
-                println!("rule      {r}");
+                outln!("rule      {r}");
             }
         }
         LocalCommand::Demo {
@@ -385,7 +563,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 region,
             };
             let report = demo::run(&clients, &opts).await?;
-            print!("{}", demo::print(&report));
+            out!("{}", demo::print(&report));
         }
     }
     Ok(())
@@ -469,17 +647,13 @@ async fn replay_command(
     let configs = configs_of(metrics)?;
     let replayer = replay_inputs(paths, quiet).await?;
     let (report, timelines) = replayer.report(&configs, period).await?;
-    let mut stdout = std::io::stdout().lock();
     match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &report)?;
-            writeln!(stdout)?;
-        }
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => {
             for t in &timelines {
-                writeln!(stdout, "{}", tollgate::render::timeline(t))?;
+                outln!("{}", tollgate::render::timeline(t));
             }
-            write!(stdout, "{}", tollgate::render::metrics(&report.metrics))?;
+            out!("{}", tollgate::render::metrics(&report.metrics));
         }
     }
     Ok(())
@@ -559,7 +733,155 @@ async fn simulate_command(
     Ok(())
 }
 
+/// `tollgate policy validate FILE...`: every file's result; an error if any file is invalid.
+fn policy_validate(files: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut invalid = 0;
+    for file in files {
+        match tollgate_domain::policy::validate_file(file) {
+            Ok(policy) => outln!("{}: ok (policy {})", file.display(), policy.name),
+            Err(e) => {
+                invalid += 1;
+                outln!("{e}");
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err(format!("{invalid} of {} policy file(s) invalid", files.len()).into());
+    }
+    Ok(())
+}
+
+/// `tollgate gate explain`: the policy evaluated now with live facts, explained. An empty region is the SDK's.
+async fn gate_explain(
+    policy_file: &std::path::Path,
+    mut key: tollgate_domain::keys::PipelineKey,
+    stage: &str,
+    execution: Option<String>,
+    table: &TableArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
+    use tollgate_aws::gate_store::DynamoDbGateStore;
+    use tollgate_domain::gate::{gather_facts, FactSources, JobContext};
+    use tollgate_domain::ports::TimelineQueries;
+
+    let policy = tollgate_domain::policy::validate_file(policy_file)?;
+    let mut sdk = tollgate_aws::config::sdk_config().await;
+    if key.region.is_empty() {
+        key.region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or("no region: pass --region or set AWS_REGION")?;
+    } else {
+        sdk = sdk
+            .into_builder()
+            .region(aws_config::Region::new(key.region.clone()))
+            .build();
+    }
+    let store = tollgate_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.table.clone(), 400);
+    let execution_id = match execution {
+        Some(id) => id,
+        None => store
+            .executions(&key, 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|e| e.key.execution_id)
+            .ok_or_else(|| {
+                format!(
+                    "no execution of {} in {} {} recorded in table {}: pass --execution",
+                    key.pipeline, key.account, key.region, table.table
+                )
+            })?,
+    };
+    let ctx = JobContext {
+        account: key.account.clone(),
+        region: key.region.clone(),
+        pipeline: key.pipeline.clone(),
+        stage: stage.to_string(),
+        action: "(tollgate gate explain)".into(),
+        execution_id,
+    };
+    let approvals = DynamoDbGateStore::from_sdk_config(&sdk, table.table.clone(), 400);
+    let (alarms, metrics) = (
+        CloudWatchAlarms::from_sdk_config(&sdk),
+        CloudWatchMetrics::from_sdk_config(&sdk),
+    );
+    let sources = FactSources {
+        alarms: &alarms,
+        metrics: &metrics,
+        timelines: &store,
+        approvals: &approvals,
+    };
+    let now = chrono::Utc::now();
+    // Explained as if the gate first evaluated now: max_wait shows the whole allowance.
+    let facts = gather_facts(&policy, &ctx, now, now, &sources).await;
+    let decision = tollgate_domain::policy::evaluate(&policy, &facts);
+    outln!(
+        "{} / {} (execution {}), policy {} ({})",
+        ctx.pipeline,
+        ctx.stage,
+        ctx.execution_id,
+        policy.name,
+        policy_file.display()
+    );
+    out!("{}", decision.explain());
+    Ok(())
+}
+
 async fn table_store(table: &TableArgs) -> tollgate_aws::DynamoDbStore {
     let sdk = tollgate_aws::config::sdk_config().await;
     tollgate_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.table.clone(), 400)
+}
+
+async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Box<dyn std::error::Error>> {
+    let sdk = tollgate_aws::config::sdk_config().await;
+    let region = args
+        .region
+        .or_else(|| sdk.region().map(|r| r.to_string()))
+        .ok_or("no region: pass --region or set AWS_REGION")?;
+    // The approver is the authenticated caller, never a name from the command line.
+    let caller = aws_sdk_sts::Client::new(&sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot tell who you are (sts:GetCallerIdentity): {}",
+                aws_sdk_sts::error::DisplayErrorContext(e)
+            )
+        })?;
+    let principal = caller.arn().ok_or("sts:GetCallerIdentity returned no ARN")?.to_string();
+    let key = tollgate_domain::gate::ApprovalKey {
+        account: args.account,
+        region,
+        pipeline: args.pipeline,
+        execution_id: args.execution,
+        stage: args.stage,
+    };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let approvals = tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), args.table.table.clone(), 400);
+    let audit = tollgate_aws::DynamoDbStore::new(client, args.table.table, 400);
+    let record = tollgate::approve::record(
+        &approvals,
+        &audit,
+        key,
+        &principal,
+        decision,
+        &args.reason,
+        chrono::Utc::now(),
+    )
+    .await?;
+    outln!(
+        "{} {} / {} / {} as {} ({})",
+        match decision {
+            ApprovalDecision::Approve => "approved",
+            ApprovalDecision::Reject => "rejected",
+        },
+        record.key.pipeline,
+        record.key.execution_id,
+        record.key.stage,
+        record.principal_arn,
+        record.reason.unwrap_or_default()
+    );
+    Ok(())
 }

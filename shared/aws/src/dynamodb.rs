@@ -6,6 +6,7 @@
 //! id is the attribute or item it creates) and the write returns the record's history, so there is no read before
 //! it and none after it.
 
+mod audit;
 mod digest;
 mod error;
 mod item;

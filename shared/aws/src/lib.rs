@@ -2,8 +2,12 @@
 //! see docs/table-design.md), [`SnsNotifier`] (notifications on one SNS topic) and [`CodePipelineTags`] (a pipeline's
 //! team and production stages from its tags), plus the SDK configuration every binary shares ([`config`]).
 
+pub mod artifacts;
+pub mod cloudwatch;
+pub mod codepipeline_jobs;
 pub mod config;
 pub mod dynamodb;
+pub mod gate_store;
 pub mod sns;
 pub mod tags;
 

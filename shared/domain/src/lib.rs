@@ -2,7 +2,9 @@
 //! get, and the ports (traits) through which it reaches storage and messaging. No AWS SDK here: adapters live in
 //! `tollgate-aws`, in-memory ones in [`memory`].
 
+pub mod audit;
 pub mod event;
+pub mod gate;
 pub mod keys;
 pub mod memory;
 pub mod metrics;

@@ -46,6 +46,8 @@ pub enum NotificationKind {
     ApprovalNeeded,
     /// The weekly delivery metrics digest (not about one record).
     WeeklyDigest,
+    /// A gate failed, or started waiting (`tollgate_domain::gate`).
+    GateBlocked,
 }
 
 impl NotificationKind {
@@ -58,6 +60,7 @@ impl NotificationKind {
             NotificationKind::StackRollback => "stack_rollback",
             NotificationKind::ApprovalNeeded => "approval_needed",
             NotificationKind::WeeklyDigest => "weekly_digest",
+            NotificationKind::GateBlocked => "gate_blocked",
         }
     }
 }

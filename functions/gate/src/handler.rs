@@ -1,0 +1,306 @@
+//! One invocation of the gate: the job event in, one recorded decision and one answer to CodePipeline out.
+//!
+//! 1. The job is parsed (its artifact credentials go only to the artifact reader; the event is never logged).
+//! 2. The continuation token, if any, says when the wait began and which decisions came before.
+//! 3. GetJobDetails says which pipeline, stage and execution the job is for.
+//! 4. UserParameters name the policy; it is read from the input artifact with the job's credentials, parsed and
+//!    overridden. Any problem there fails the job with the error (file, line, field): never a crash, never a retry.
+//! 5. The facts the policy needs are gathered (`tollgate_domain::gate::gather_facts`) and the policy evaluated.
+//! 6. The decision is recorded with one conditional write keyed by the job id. A retried invocation of the same job
+//!    finds the first decision there and sends that answer again, so a job is decided once.
+//! 7. A failure, or the first wait of a job, is published to engineers.
+//! 8. The answer goes to CodePipeline: pass (output variables), wait (continuation token) or fail (explanation).
+//!    A job CodePipeline says is already answered counts as answered.
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::Value;
+use tollgate_domain::gate::{
+    answer_for, gate_blocked_notification, gather_facts, truncate_with_note, AlarmStates, AnswerSent, ApprovalRecords,
+    Continuation, DecisionWrite, FactSources, FailureKind, GateDecision, GateDecisions, JobAnswer, JobApiError,
+    JobContext, MetricTotals, PipelineJobs, PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
+};
+use tollgate_domain::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
+use tollgate_domain::ports::{Notifier, TimelineQueries};
+
+use crate::job::{GateJob, JobEventError};
+
+/// The adapters the gate works through.
+pub struct Ports<'a> {
+    pub jobs: &'a dyn PipelineJobs,
+    pub policies: &'a dyn PolicySource,
+    pub alarms: &'a dyn AlarmStates,
+    pub metrics: &'a dyn MetricTotals,
+    pub timelines: &'a dyn TimelineQueries,
+    pub decisions: &'a dyn GateDecisions,
+    pub approvals: &'a dyn ApprovalRecords,
+    pub notifier: &'a dyn Notifier,
+}
+
+/// What an invocation did (the function's response, and a log line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateReport {
+    pub job_id: String,
+    pub decision_id: String,
+    pub outcome: &'static str,
+    /// The job had been decided before (a retried invocation): its first decision was sent again.
+    pub duplicate: bool,
+    /// False when the decision could not be recorded (the job was failed closed, saying so).
+    pub recorded: bool,
+    /// False when CodePipeline said the job was already answered.
+    pub answered_now: bool,
+    pub notified: bool,
+}
+
+/// An invocation that could not answer its job.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("not a CodePipeline job event: {0}")]
+    NotAJob(#[from] JobEventError),
+    /// The answer could not be sent; a retried invocation sends the recorded one.
+    #[error("answering job {job_id} failed: {source}")]
+    Answer {
+        job_id: String,
+        #[source]
+        source: JobApiError,
+    },
+}
+
+impl From<GateError> for Diagnostic {
+    fn from(e: GateError) -> Diagnostic {
+        let error_type = match &e {
+            GateError::NotAJob(_) => "NonRetryable.NotAJob",
+            GateError::Answer {
+                source: JobApiError::Transient(_),
+                ..
+            } => "Retryable.Answer",
+            GateError::Answer { .. } => "NonRetryable.Answer",
+        };
+        Diagnostic {
+            error_type: error_type.to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Handles one job event at `now`.
+pub async fn handle(event: &Value, ports: &Ports<'_>, now: DateTime<Utc>) -> Result<GateReport, GateError> {
+    let job =
+        GateJob::from_value(event).inspect_err(|e| tracing::error!(error = %e, "not a gate job; not answered"))?;
+    let job_id = job.job.id.clone();
+    let decision = decide(&job, ports, now).await;
+
+    let (decision, duplicate, recorded, mut notified) = match ports.decisions.record_decision(&decision).await {
+        Ok(DecisionWrite::New) => (decision, false, true, false),
+        Ok(DecisionWrite::Duplicate { stored, notified }) => (*stored, true, true, notified),
+        Err(e) => {
+            tracing::error!(job_id, error = %e, "the decision cannot be recorded; failing the job closed");
+            (unrecorded(decision, &e.to_string()), false, false, false)
+        }
+    };
+    log_decision(&decision, duplicate);
+
+    if decision.notifies() && !notified {
+        match ports.notifier.publish(&gate_blocked_notification(&decision)).await {
+            Ok(()) => {
+                notified = true;
+                if recorded {
+                    if let Err(e) = ports.decisions.mark_notified(&decision.id).await {
+                        tracing::warn!(job_id, error = %e, "published, but not marked notified");
+                    }
+                }
+            }
+            // Engineers not told is not a reason to hold the pipeline: the answer still goes out.
+            Err(e) => tracing::warn!(job_id, error = %e, "the blocked gate could not be announced"),
+        }
+    }
+
+    let sent = ports.jobs.answer(&job_id, &decision.answer).await.map_err(|source| {
+        tracing::error!(job_id, error = %source, "the answer could not be sent");
+        GateError::Answer {
+            job_id: job_id.clone(),
+            source,
+        }
+    })?;
+    if sent == AnswerSent::AlreadyAnswered {
+        tracing::info!(job_id, "CodePipeline says the job was already answered");
+    }
+    Ok(GateReport {
+        job_id,
+        decision_id: decision.id.clone(),
+        outcome: decision.outcome_word(),
+        duplicate,
+        recorded,
+        answered_now: sent == AnswerSent::Sent,
+        notified,
+    })
+}
+
+fn log_decision(d: &GateDecision, duplicate: bool) {
+    let c = d.context.as_ref();
+    tracing::info!(
+        job_id = %d.job_id,
+        decision_id = %d.id,
+        pipeline = c.map(|c| c.pipeline.as_str()).unwrap_or(""),
+        stage = c.map(|c| c.stage.as_str()).unwrap_or(""),
+        execution_id = c.map(|c| c.execution_id.as_str()).unwrap_or(""),
+        outcome = d.outcome_word(),
+        evaluations = d.previous.len() + 1,
+        duplicate,
+        summary = %d.summary,
+        "gate decided"
+    );
+}
+
+/// The job failed closed because its decision could not be recorded.
+fn unrecorded(mut d: GateDecision, why: &str) -> GateDecision {
+    let message = format!(
+        "FAIL: the gate could not record its decision ({why}); failing closed rather than deciding without a record.\n\
+         The decision it would have made:\n{}",
+        d.explanation
+    );
+    d.outcome = Outcome::Fail;
+    d.answer = JobAnswer::Failure {
+        kind: FailureKind::JobFailed,
+        message: truncate_with_note(&message, MAX_FAILURE_MESSAGE_CHARS, "see the gate function's log"),
+        external_execution_id: d.id.clone(),
+    };
+    d
+}
+
+/// Everything up to the answer: never fails, a problem is a failing decision that says what it is.
+async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDecision {
+    let job_id = job.job.id.clone();
+    let mut d = GateDecision {
+        id: job_id.clone(),
+        job_id: job_id.clone(),
+        decided_by: GATE_PRINCIPAL.to_string(),
+        decided_at: now,
+        context: None,
+        policy: None,
+        outcome: Outcome::Fail,
+        summary: String::new(),
+        checks: Vec::new(),
+        explanation: String::new(),
+        first_evaluated_at: now,
+        previous: Vec::new(),
+        answer: JobAnswer::Failure {
+            kind: FailureKind::JobFailed,
+            message: String::new(),
+            external_execution_id: job_id.clone(),
+        },
+    };
+
+    let continuation = match job.job.continuation_token.as_deref().map(Continuation::decode) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(why)) => return failed(d, FailureKind::JobFailed, why),
+    };
+    if let Some(c) = &continuation {
+        d.first_evaluated_at = c.first_evaluated_at();
+        d.previous = c.decisions.clone();
+    }
+
+    let context = ports.jobs.job_context(&job_id).await;
+    if let Ok(c) = &context {
+        d.context = Some(c.clone());
+    }
+
+    let params = match parse_user_parameters(job.job.user_parameters.as_deref().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return failed(d, FailureKind::ConfigurationError, e.to_string()),
+    };
+    let Some(artifact) = job.artifacts.first() else {
+        return failed(
+            d,
+            FailureKind::ConfigurationError,
+            format!(
+                "the gate action has no input artifact: give it the source artifact that holds {}",
+                params.policy
+            ),
+        );
+    };
+    let Some(credentials) = &job.credentials else {
+        return failed(
+            d,
+            FailureKind::ConfigurationError,
+            "the job carries no artifactCredentials to read the input artifact with".into(),
+        );
+    };
+    let text = match ports
+        .policies
+        .read_policy(artifact, credentials, &params.candidate_paths())
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            return failed(
+                d,
+                FailureKind::ConfigurationError,
+                format!("cannot read the policy: {e}"),
+            )
+        }
+    };
+    let policy = match parse_policy(&text.path, &text.text) {
+        Ok(p) => p,
+        Err(e) => return failed(d, FailureKind::ConfigurationError, e.to_string()),
+    };
+    d.policy = Some(PolicyRef {
+        file: text.path.clone(),
+        name: policy.name.clone(),
+    });
+    let policy = match policy.with_overrides(&params.overrides) {
+        Ok(p) => p,
+        Err(e) => return failed(d, FailureKind::ConfigurationError, e.to_string()),
+    };
+
+    let context: JobContext = match context {
+        Ok(c) => c,
+        Err(e) => {
+            return failed(
+                d,
+                FailureKind::JobFailed,
+                format!("could not evaluate: cannot read the job's pipeline, stage and execution (GetJobDetails): {e}; failing closed"),
+            )
+        }
+    };
+    let sources = FactSources {
+        alarms: ports.alarms,
+        metrics: ports.metrics,
+        timelines: ports.timelines,
+        approvals: ports.approvals,
+    };
+    let facts = gather_facts(&policy, &context, now, d.first_evaluated_at, &sources).await;
+    let decision = evaluate(&policy, &facts);
+    let next = match decision.outcome {
+        Outcome::Wait { .. } => Some(Continuation::after(continuation.as_ref(), d.first_evaluated_at, &d.id)),
+        _ => None,
+    };
+    d.answer = answer_for(&d.id, &decision, next.as_ref());
+    d.outcome = decision.outcome.clone();
+    d.summary = decision.summary.clone();
+    d.explanation = decision.explain();
+    d.checks = decision.checks;
+    d
+}
+
+/// A decision that fails the job with `message` (an error that names its file, line and field, when it has them).
+fn failed(mut d: GateDecision, kind: FailureKind, message: String) -> GateDecision {
+    d.outcome = Outcome::Fail;
+    d.summary = format!("the gate cannot evaluate: {message}");
+    d.explanation = format!("FAIL: {message}\n");
+    d.answer = JobAnswer::Failure {
+        kind,
+        message: truncate_with_note(
+            &message,
+            MAX_FAILURE_MESSAGE_CHARS,
+            &format!("the whole message is gate decision {}", d.id),
+        ),
+        external_execution_id: d.id.clone(),
+    };
+    d
+}
+
+#[cfg(test)]
+mod tests;

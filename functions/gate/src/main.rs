@@ -1,0 +1,43 @@
+//! Lambda wiring of the gate function: configuration and clients once per cold start, then the handler.
+
+use chrono::Utc;
+use gate::config::Config;
+use gate::handler::{handle, Ports};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use tollgate_aws::artifacts::S3ArtifactPolicies;
+use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
+use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
+use tollgate_aws::gate_store::DynamoDbGateStore;
+use tollgate_aws::{DynamoDbStore, SnsNotifier};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    gate::logging::init();
+    let config = Config::from_env()?;
+    let sdk = tollgate_aws::config::sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let timelines = DynamoDbStore::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
+    let store = DynamoDbGateStore::new(dynamodb, config.table_name, config.retention_days);
+    let jobs = CodePipelineJobs::new(aws_sdk_codepipeline::Client::new(&sdk));
+    let policies = S3ArtifactPolicies::new(&sdk);
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let alarms = CloudWatchAlarms::new(cloudwatch.clone());
+    let metrics = CloudWatchMetrics::new(cloudwatch);
+    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn);
+    let ports = Ports {
+        jobs: &jobs,
+        policies: &policies,
+        alarms: &alarms,
+        metrics: &metrics,
+        timelines: &timelines,
+        decisions: &store,
+        approvals: &store,
+        notifier: &notifier,
+    };
+    let ports = &ports;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle(&event.payload, ports, Utc::now()).await
+    }))
+    .await
+}

@@ -1,0 +1,442 @@
+//! [`DynamoDbGateStore`]: gate decisions and approvals in the Tollgate table (docs/table-design.md, "Gate decisions"
+//! and "Approvals").
+//!
+//! - A decision is one item, `pk = GATEJOB#<job id>`, `sk = DECISION`, written once with
+//!   `attribute_not_exists(pk)`: a retried job finds the first decision in the failed condition's answer
+//!   (`ReturnValuesOnConditionCheckFailure = ALL_OLD`) and sends the same answer again.
+//! - An approval is one item per decision of a person, `pk = APPROVAL#<account>#<region>#<pipeline>#<execution>#<stage>`,
+//!   `sk = AT#<time>#<principal>`; the latest one wins (one Query, newest first, limit 1).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, SecondsFormat, Utc};
+use tollgate_domain::gate::{
+    approval_pk, outcome_word, ApprovalKey, ApprovalRecord, ApprovalRecords, DecisionWrite, GateDecision, GateDecisions,
+};
+use tollgate_domain::policy::ApprovalDecision;
+use tollgate_domain::ports::StoreError;
+
+type Item = HashMap<String, AttributeValue>;
+
+const DECISION_SK: &str = "DECISION";
+const DECISION: &str = "decision";
+const NOTIFIED: &str = "notified";
+
+/// The DynamoDB adapter of [`GateDecisions`] and [`ApprovalRecords`].
+#[derive(Debug, Clone)]
+pub struct DynamoDbGateStore {
+    client: Client,
+    table: String,
+    retention_days: i64,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// `GATEJOB#<job id>`.
+pub fn decision_pk(job_id: &str) -> String {
+    format!("GATEJOB#{job_id}")
+}
+
+fn time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Throttling, timeouts and 5xx are transient; everything else (validation, missing table, access) is not.
+fn store_error<E>(what: &str, table: &str, err: &SdkError<E>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let text = format!("DynamoDB {what} on table {table} failed: {}", DisplayErrorContext(err));
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = err.code().unwrap_or_default();
+            if code.contains("Throttl")
+                || code == "ProvisionedThroughputExceededException"
+                || code == "RequestLimitExceeded"
+                || code == "InternalServerError"
+                || service.raw().status().is_server_error()
+            {
+                StoreError::Transient(text)
+            } else {
+                StoreError::Permanent(text)
+            }
+        }
+        _ => StoreError::Transient(text),
+    }
+}
+
+impl DynamoDbGateStore {
+    pub fn new(client: Client, table: impl Into<String>, retention_days: i64) -> Self {
+        DynamoDbGateStore {
+            client,
+            table: table.into(),
+            retention_days: retention_days.clamp(1, 36_500),
+        }
+    }
+
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, table: impl Into<String>, retention_days: i64) -> Self {
+        Self::new(Client::new(sdk), table, retention_days)
+    }
+
+    fn ttl(&self, t: &DateTime<Utc>) -> AttributeValue {
+        AttributeValue::N(
+            (*t + chrono::Duration::days(self.retention_days))
+                .timestamp()
+                .to_string(),
+        )
+    }
+
+    fn decision_item(&self, d: &GateDecision) -> Result<Item, StoreError> {
+        let json = serde_json::to_string(d)
+            .map_err(|e| StoreError::Permanent(format!("gate decision {} cannot be serialized: {e}", d.id)))?;
+        let mut item = Item::from([
+            ("pk".to_string(), s(decision_pk(&d.job_id))),
+            ("sk".to_string(), s(DECISION_SK)),
+            ("kind".to_string(), s("gate_decision")),
+            ("decision_id".to_string(), s(&d.id)),
+            ("outcome".to_string(), s(outcome_word(&d.outcome))),
+            ("decided_at".to_string(), s(time(&d.decided_at))),
+            (DECISION.to_string(), s(json)),
+            (NOTIFIED.to_string(), AttributeValue::Bool(false)),
+            ("ttl".to_string(), self.ttl(&d.decided_at)),
+        ]);
+        if let Some(c) = &d.context {
+            for (name, value) in [
+                ("account", &c.account),
+                ("region", &c.region),
+                ("pipeline", &c.pipeline),
+                ("execution_id", &c.execution_id),
+                ("stage", &c.stage),
+            ] {
+                item.insert(name.to_string(), s(value));
+            }
+        }
+        Ok(item)
+    }
+
+    fn read_decision(&self, item: &Item) -> Result<(GateDecision, bool), StoreError> {
+        let json = item.get(DECISION).and_then(|v| v.as_s().ok()).ok_or_else(|| {
+            StoreError::Permanent(format!(
+                "a gate decision item in table {} has no `decision`",
+                self.table
+            ))
+        })?;
+        let decision: GateDecision = serde_json::from_str(json).map_err(|e| {
+            StoreError::Permanent(format!("a gate decision in table {} cannot be read: {e}", self.table))
+        })?;
+        let notified = item
+            .get(NOTIFIED)
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false);
+        Ok((decision, notified))
+    }
+
+    async fn get_decision_item(&self, job_id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(decision_pk(job_id)))
+            .key("sk", s(DECISION_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem (gate decision)", &self.table, &e))?;
+        Ok(out.item)
+    }
+}
+
+#[async_trait]
+impl GateDecisions for DynamoDbGateStore {
+    #[tracing::instrument(skip_all, fields(table = %self.table, decision_id = %decision.id))]
+    async fn record_decision(&self, decision: &GateDecision) -> Result<DecisionWrite, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.decision_item(decision)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(DecisionWrite::New),
+            Err(err) => err,
+        };
+        let Some(PutItemError::ConditionalCheckFailedException(e)) = err.as_service_error() else {
+            return Err(store_error("PutItem (gate decision)", &self.table, &err));
+        };
+        // Decided before: the stored decision is the answer. Emulators may not return the old item; read it then.
+        let old = match e.item() {
+            Some(old) => old.clone(),
+            None => self.get_decision_item(&decision.job_id).await?.ok_or_else(|| {
+                StoreError::Transient(format!(
+                    "gate decision {}: the write found it recorded, but it cannot be read now",
+                    decision.id
+                ))
+            })?,
+        };
+        let (stored, notified) = self.read_decision(&old)?;
+        tracing::info!("job decided before: its decision is sent again");
+        Ok(DecisionWrite::Duplicate {
+            stored: Box::new(stored),
+            notified,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, decision_id = %decision_id))]
+    async fn mark_notified(&self, decision_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(decision_pk(decision_id)))
+            .key("sk", s(DECISION_SK))
+            .update_expression("SET #n = :yes")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#n", NOTIFIED)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(StoreError::Permanent(format!(
+                    "no gate decision {decision_id} in table {} to mark notified",
+                    self.table
+                )))
+            }
+            Err(err) => Err(store_error("UpdateItem (gate decision notified)", &self.table, &err)),
+        }
+    }
+
+    async fn decision(&self, decision_id: &str) -> Result<Option<GateDecision>, StoreError> {
+        match self.get_decision_item(decision_id).await? {
+            Some(item) => Ok(Some(self.read_decision(&item)?.0)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn approval_sk(a: &ApprovalRecord) -> String {
+    format!("AT#{}#{}", time(&a.at), a.principal_arn)
+}
+
+#[async_trait]
+impl ApprovalRecords for DynamoDbGateStore {
+    #[tracing::instrument(skip_all, fields(table = %self.table, stage = %approval.key.stage))]
+    async fn record_approval(&self, approval: &ApprovalRecord) -> Result<(), StoreError> {
+        let mut item = Item::from([
+            ("pk".to_string(), s(approval_pk(&approval.key))),
+            ("sk".to_string(), s(approval_sk(approval))),
+            ("kind".to_string(), s("approval")),
+            ("principal_arn".to_string(), s(&approval.principal_arn)),
+            (
+                "groups".to_string(),
+                AttributeValue::L(approval.groups.iter().map(s).collect()),
+            ),
+            (
+                "decision".to_string(),
+                s(match approval.decision {
+                    ApprovalDecision::Approve => "approve",
+                    ApprovalDecision::Reject => "reject",
+                }),
+            ),
+            ("at".to_string(), s(time(&approval.at))),
+            ("ttl".to_string(), self.ttl(&approval.at)),
+        ]);
+        if let Some(reason) = &approval.reason {
+            item.insert("reason".to_string(), s(reason));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem (approval)", &self.table, &e))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, stage = %key.stage))]
+    async fn latest_approval(&self, key: &ApprovalKey) -> Result<Option<ApprovalRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :at)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(approval_pk(key)))
+            .expression_attribute_values(":at", s("AT#"))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("Query (latest approval)", &self.table, &e))?;
+        let Some(item) = out.items().first() else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let bad = |what: &str| StoreError::Permanent(format!("an approval in table {} has {what}", self.table));
+        let decision = match text("decision").as_deref() {
+            Some("approve") => ApprovalDecision::Approve,
+            Some("reject") => ApprovalDecision::Reject,
+            _ => return Err(bad("no readable `decision`")),
+        };
+        let at = text("at")
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| bad("no readable `at`"))?;
+        let groups = match item.get("groups") {
+            Some(AttributeValue::L(list)) => list.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(ApprovalRecord {
+            key: key.clone(),
+            principal_arn: text("principal_arn").ok_or_else(|| bad("no `principal_arn`"))?,
+            groups,
+            decision,
+            reason: text("reason"),
+            at,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use tollgate_domain::gate::{FailureKind, JobAnswer};
+    use tollgate_domain::policy::Outcome;
+
+    fn decision() -> GateDecision {
+        let at = DateTime::parse_from_rfc3339("2026-11-20T14:28:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        GateDecision {
+            id: "job-1".into(),
+            job_id: "job-1".into(),
+            decided_by: "tollgate:gate".into(),
+            decided_at: at,
+            context: None,
+            policy: None,
+            outcome: Outcome::Fail,
+            summary: "failed: approval".into(),
+            checks: vec![],
+            explanation: "FAIL: failed: approval\n".into(),
+            first_evaluated_at: at,
+            previous: vec![],
+            answer: JobAnswer::Failure {
+                kind: FailureKind::JobFailed,
+                message: "FAIL".into(),
+                external_execution_id: "job-1".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decision_is_one_conditional_put_keyed_by_job_id() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().unwrap();
+                r.condition_expression() == Some("attribute_not_exists(pk)")
+                    && item["pk"].as_s().unwrap() == "GATEJOB#job-1"
+                    && item["sk"].as_s().unwrap() == "DECISION"
+                    && item["outcome"].as_s().unwrap() == "fail"
+                    && item["notified"].as_bool().unwrap() == &false
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        assert_eq!(store.record_decision(&decision()).await.unwrap(), DecisionWrite::New);
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_returns_the_stored_decision_without_another_request() {
+        let stored = decision();
+        let json = serde_json::to_string(&stored).unwrap();
+        let rule = mock!(Client::put_item).then_error(move || {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .message("exists")
+                    .set_item(Some(HashMap::from([
+                        ("pk".to_string(), s("GATEJOB#job-1")),
+                        (DECISION.to_string(), s(json.clone())),
+                        (NOTIFIED.to_string(), AttributeValue::Bool(true)),
+                    ])))
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let mut again = decision();
+        again.summary = "a second evaluation that must not be kept".into();
+        let write = store.record_decision(&again).await.unwrap();
+        assert_eq!(
+            write,
+            DecisionWrite::Duplicate {
+                stored: Box::new(stored),
+                notified: true
+            }
+        );
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_latest_approval_is_one_query_newest_first() {
+        let rule = mock!(Client::query)
+            .match_requests(|r| {
+                let values = r.expression_attribute_values().unwrap();
+                values[":pk"].as_s().unwrap() == "APPROVAL#111122223333#eu-west-1#checkout#e-1#Production"
+                    && r.scan_index_forward() == Some(false)
+                    && r.limit() == Some(1)
+            })
+            .then_output(|| {
+                QueryOutput::builder()
+                    .items(HashMap::from([
+                        (
+                            "principal_arn".to_string(),
+                            s("arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice"),
+                        ),
+                        ("groups".to_string(), AttributeValue::L(vec![s("release-managers")])),
+                        ("decision".to_string(), s("approve")),
+                        ("reason".to_string(), s("bake looks fine")),
+                        ("at".to_string(), s("2026-11-20T14:00:00.000Z")),
+                    ]))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let key = ApprovalKey {
+            account: "111122223333".into(),
+            region: "eu-west-1".into(),
+            pipeline: "checkout".into(),
+            execution_id: "e-1".into(),
+            stage: "Production".into(),
+        };
+        let found = store.latest_approval(&key).await.unwrap().unwrap();
+        assert_eq!(found.decision, ApprovalDecision::Approve);
+        assert_eq!(found.groups, vec!["release-managers".to_string()]);
+        assert_eq!(found.reason.as_deref(), Some("bake looks fine"));
+    }
+}

@@ -1,0 +1,1251 @@
+//! The gate action's domain: what a CodePipeline job for the `gate` function is about ([`JobContext`]), the
+//! continuation token that carries a waiting gate from one invocation to the next ([`Continuation`]), the record of
+//! each decision ([`GateDecision`]) and of approvals ([`ApprovalRecord`]), the ports the gate reaches the world
+//! through, the gathering of exactly the facts a policy needs ([`gather_facts`]), the chat message of a blocked gate
+//! ([`gate_blocked_notification`]) and in-memory adapters of every port, for tests and offline use.
+//!
+//! Deciding is [`crate::policy::evaluate`]'s job; this module only feeds it and keeps what it decided.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{ExecutionKey, PipelineKey};
+use crate::notify::{Notification, NotificationKind, Severity};
+use crate::policy::{
+    AlarmFact, ApprovalDecision, ApprovalFact, CheckResult, Decision, Facts, MinRequests, Outcome, Policy,
+    UpstreamCheck,
+};
+use crate::ports::{StoreError, TimelineQueries};
+use crate::query::execution_timeline;
+use crate::timeline::is_failure;
+
+/// Who records gate decisions: the gate itself, never a person.
+pub const GATE_PRINCIPAL: &str = "tollgate:gate";
+
+/// The output variables a passing gate sets, for later actions (`#{<namespace>.TOLLGATE_DECISION_ID}`).
+pub const DECISION_ID_VARIABLE: &str = "TOLLGATE_DECISION_ID";
+pub const OUTCOME_VARIABLE: &str = "TOLLGATE_OUTCOME";
+
+/// CodePipeline's limits on a job's answer (API reference: PutJobSuccessResult, FailureDetails, ExecutionDetails).
+pub const MAX_CONTINUATION_TOKEN_CHARS: usize = 2048;
+pub const MAX_FAILURE_MESSAGE_CHARS: usize = 5000;
+pub const MAX_EXECUTION_SUMMARY_CHARS: usize = 2048;
+pub const MAX_EXTERNAL_EXECUTION_ID_CHARS: usize = 1500;
+
+/// What the concurrency check answers until deployments in progress are tracked: under `fail_closed` (the default)
+/// a policy with a `concurrency` check fails; `concurrency.on_error: fail_open` reports it and goes on.
+pub const CONCURRENCY_UNAVAILABLE: &str = "the concurrency check is not available yet";
+
+/// Executions of a pipeline read to find a stage's latest run or an unrestored failure.
+pub const EXECUTIONS_READ: usize = 20;
+
+// ---------------------------------------------------------------------------------------------------------------
+// The job.
+
+/// Where a job runs, from GetJobDetails's `pipelineContext` (the job event itself does not say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobContext {
+    pub account: String,
+    pub region: String,
+    pub pipeline: String,
+    pub stage: String,
+    pub action: String,
+    pub execution_id: String,
+}
+
+impl JobContext {
+    pub fn execution_key(&self) -> ExecutionKey {
+        ExecutionKey {
+            account: self.account.clone(),
+            region: self.region.clone(),
+            pipeline: self.pipeline.clone(),
+            execution_id: self.execution_id.clone(),
+        }
+    }
+
+    /// The same account and region, another pipeline.
+    pub fn pipeline_key(&self, pipeline: &str) -> PipelineKey {
+        PipelineKey {
+            account: self.account.clone(),
+            region: self.region.clone(),
+            pipeline: pipeline.to_string(),
+        }
+    }
+
+    pub fn approval_key(&self) -> ApprovalKey {
+        ApprovalKey {
+            account: self.account.clone(),
+            region: self.region.clone(),
+            pipeline: self.pipeline.clone(),
+            execution_id: self.execution_id.clone(),
+            stage: self.stage.clone(),
+        }
+    }
+}
+
+/// An input artifact in the pipeline's artifact store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactLocation {
+    pub name: String,
+    pub bucket: String,
+    pub key: String,
+}
+
+/// The job's temporary credentials for its artifacts. Secrets: `Debug` shows none of them, and the type is neither
+/// serialisable nor displayable, so it cannot end up in a record or a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArtifactCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
+impl fmt::Debug for ArtifactCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArtifactCredentials(redacted)")
+    }
+}
+
+/// The policy as read from the artifact: the path it was found at, and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyText {
+    pub path: String,
+    pub text: String,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The continuation token.
+
+/// What a waiting gate hands itself through CodePipeline's continuation token: when it first evaluated the job (so
+/// `max_wait` counts from there) and the chain of its decisions. Compact JSON, `{"v":1,"f":<epoch s>,"n":3,"d":[..]}`,
+/// always within [`MAX_CONTINUATION_TOKEN_CHARS`]: when the chain grows too long, the ids after the first are dropped
+/// oldest first (`n` still counts every evaluation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Continuation {
+    #[serde(rename = "v")]
+    pub version: u8,
+    /// The first evaluation, epoch seconds.
+    #[serde(rename = "f")]
+    pub first_evaluated_at: i64,
+    /// Evaluations so far.
+    #[serde(rename = "n")]
+    pub evaluations: u32,
+    /// Decision ids, oldest first: the first decision, then the latest ones.
+    #[serde(rename = "d")]
+    pub decisions: Vec<String>,
+}
+
+impl Continuation {
+    pub const VERSION: u8 = 1;
+
+    /// The token a wait answers with, after `previous` (None on the first evaluation) and this decision.
+    pub fn after(previous: Option<&Continuation>, first_evaluated_at: DateTime<Utc>, decision_id: &str) -> Self {
+        let (evaluations, mut decisions) = match previous {
+            Some(p) => (p.evaluations.saturating_add(1), p.decisions.clone()),
+            None => (1, Vec::new()),
+        };
+        decisions.push(decision_id.to_string());
+        Continuation {
+            version: Self::VERSION,
+            first_evaluated_at: first_evaluated_at.timestamp(),
+            evaluations,
+            decisions,
+        }
+    }
+
+    pub fn first_evaluated_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.first_evaluated_at, 0).unwrap_or(DateTime::UNIX_EPOCH)
+    }
+
+    /// Reads a token this gate wrote. Anything else is refused: starting the wait over would defeat `max_wait`.
+    pub fn decode(token: &str) -> Result<Continuation, String> {
+        let c: Continuation = serde_json::from_str(token).map_err(|e| {
+            format!("the continuation token is not one the gate wrote ({e}); the wait cannot go on safely")
+        })?;
+        if c.version != Self::VERSION {
+            return Err(format!(
+                "the continuation token has version {}, this gate reads version {}",
+                c.version,
+                Self::VERSION
+            ));
+        }
+        if DateTime::from_timestamp(c.first_evaluated_at, 0).is_none() {
+            return Err("the continuation token's first evaluation time is out of range".into());
+        }
+        Ok(c)
+    }
+
+    /// Compact JSON within [`MAX_CONTINUATION_TOKEN_CHARS`], dropping middle decision ids if needed.
+    pub fn encode(&self) -> String {
+        let mut c = self.clone();
+        loop {
+            let text = serde_json::to_string(&c).unwrap_or_default();
+            if text.chars().count() <= MAX_CONTINUATION_TOKEN_CHARS || c.decisions.len() <= 2 {
+                return text;
+            }
+            c.decisions.remove(1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The answer and the decision record.
+
+/// CodePipeline's failure types the gate uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The policy said no.
+    JobFailed,
+    /// The gate could not be configured: bad UserParameters, a missing or invalid policy, an unreadable artifact.
+    ConfigurationError,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::JobFailed => "JobFailed",
+            FailureKind::ConfigurationError => "ConfigurationError",
+        }
+    }
+}
+
+/// What the gate answers CodePipeline: exactly what is sent, kept with the decision so a retry re-sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "answer")]
+pub enum JobAnswer {
+    /// PutJobSuccessResult: with a continuation token (wait: invoke me again), or with output variables (pass).
+    Success {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        continuation_token: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        output_variables: BTreeMap<String, String>,
+        external_execution_id: String,
+        summary: String,
+    },
+    /// PutJobFailureResult.
+    Failure {
+        kind: FailureKind,
+        message: String,
+        external_execution_id: String,
+    },
+}
+
+/// Which policy a decision applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// The path in the input artifact.
+    pub file: String,
+    pub name: String,
+}
+
+/// One evaluation of a gate: who (the gate), when, for which job, pipeline, execution and stage, the outcome and
+/// every check with what it observed and required. Recorded once per job id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateDecision {
+    /// The decision's id: the CodePipeline job id it answers (unique, and the same when Lambda retries the job).
+    pub id: String,
+    pub job_id: String,
+    pub decided_by: String,
+    pub decided_at: DateTime<Utc>,
+    /// None only when the job's details could not be read.
+    pub context: Option<JobContext>,
+    pub policy: Option<PolicyRef>,
+    pub outcome: Outcome,
+    /// One line: the engine's summary, or why the gate could not evaluate.
+    pub summary: String,
+    /// Every check's result (empty when the policy could not be read).
+    pub checks: Vec<CheckResult>,
+    /// What engineers read: `Decision::explain()`, or the configuration error.
+    pub explanation: String,
+    pub first_evaluated_at: DateTime<Utc>,
+    /// The earlier decisions of the same wait, oldest first (from the continuation token).
+    pub previous: Vec<String>,
+    pub answer: JobAnswer,
+}
+
+impl GateDecision {
+    /// True for the decisions engineers are told about: every failure, and a wait when it starts.
+    pub fn notifies(&self) -> bool {
+        match self.outcome {
+            Outcome::Fail => true,
+            Outcome::Wait { .. } => self.previous.is_empty(),
+            Outcome::Pass => false,
+        }
+    }
+
+    pub fn outcome_word(&self) -> &'static str {
+        outcome_word(&self.outcome)
+    }
+}
+
+pub fn outcome_word(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pass => "pass",
+        Outcome::Wait { .. } => "wait",
+        Outcome::Fail => "fail",
+    }
+}
+
+/// Cuts `text` to `max` characters; a cut text ends with a note saying how much was left out and where to read it.
+pub fn truncate_with_note(text: &str, max: usize, whole_at: &str) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let note_for = |left_out: usize| format!("\n… (truncated: {left_out} more characters; {whole_at})");
+    // The note's own length depends on the number in it; the longest number it can hold is `count`.
+    let keep = max.saturating_sub(note_for(count).chars().count());
+    let kept: String = text.chars().take(keep).collect();
+    format!("{kept}{}", note_for(count - keep))
+}
+
+/// The answer to a job for a decision of the policy engine.
+pub fn answer_for(decision_id: &str, decision: &Decision, continuation: Option<&Continuation>) -> JobAnswer {
+    let external_execution_id: String = decision_id.chars().take(MAX_EXTERNAL_EXECUTION_ID_CHARS).collect();
+    let whole_at = format!("the whole explanation is gate decision {decision_id}");
+    match &decision.outcome {
+        Outcome::Pass => JobAnswer::Success {
+            continuation_token: None,
+            output_variables: BTreeMap::from([
+                (DECISION_ID_VARIABLE.to_string(), decision_id.to_string()),
+                (OUTCOME_VARIABLE.to_string(), "PASS".to_string()),
+            ]),
+            external_execution_id,
+            summary: truncate_with_note(&decision.summary, MAX_EXECUTION_SUMMARY_CHARS, &whole_at),
+        },
+        Outcome::Wait { .. } => JobAnswer::Success {
+            continuation_token: continuation.map(Continuation::encode),
+            output_variables: BTreeMap::new(),
+            external_execution_id,
+            summary: truncate_with_note(
+                &format!("waiting: {}", decision.summary),
+                MAX_EXECUTION_SUMMARY_CHARS,
+                &whole_at,
+            ),
+        },
+        Outcome::Fail => JobAnswer::Failure {
+            kind: FailureKind::JobFailed,
+            message: truncate_with_note(&decision.explain(), MAX_FAILURE_MESSAGE_CHARS, &whole_at),
+            external_execution_id,
+        },
+    }
+}
+
+/// What recording a decision found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionWrite {
+    /// Recorded now.
+    New,
+    /// This job was decided before (a retried invocation): the stored decision, which is the answer to send again.
+    Duplicate { stored: Box<GateDecision>, notified: bool },
+}
+
+/// Where gate decisions are kept.
+#[async_trait]
+pub trait GateDecisions: Send + Sync {
+    /// Records `decision` with one conditional write keyed by its job id; a second decision for the same job is not
+    /// written and the first one is returned instead.
+    async fn record_decision(&self, decision: &GateDecision) -> Result<DecisionWrite, StoreError>;
+    /// Notes that engineers were told about the decision.
+    async fn mark_notified(&self, decision_id: &str) -> Result<(), StoreError>;
+    async fn decision(&self, decision_id: &str) -> Result<Option<GateDecision>, StoreError>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Approvals.
+
+/// The gate an approval is for: one stage of one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ApprovalKey {
+    pub account: String,
+    pub region: String,
+    pub pipeline: String,
+    pub execution_id: String,
+    pub stage: String,
+}
+
+/// `APPROVAL#<account>#<region>#<pipeline>#<execution_id>#<stage>`.
+pub fn approval_pk(k: &ApprovalKey) -> String {
+    format!(
+        "APPROVAL#{}#{}#{}#{}#{}",
+        k.account, k.region, k.pipeline, k.execution_id, k.stage
+    )
+}
+
+/// A recorded approval or rejection. The principal is the authenticated caller, never a request body's claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub key: ApprovalKey,
+    pub principal_arn: String,
+    pub groups: Vec<String>,
+    pub decision: ApprovalDecision,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl ApprovalRecord {
+    pub fn fact(&self) -> ApprovalFact {
+        ApprovalFact {
+            principal_arn: self.principal_arn.clone(),
+            groups: self.groups.clone(),
+            decision: self.decision,
+            reason: self.reason.clone(),
+            at: self.at,
+        }
+    }
+}
+
+/// Where approvals are kept. The latest decision for a gate wins.
+#[async_trait]
+pub trait ApprovalRecords: Send + Sync {
+    async fn record_approval(&self, approval: &ApprovalRecord) -> Result<(), StoreError>;
+    async fn latest_approval(&self, key: &ApprovalKey) -> Result<Option<ApprovalRecord>, StoreError>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The world outside: CodePipeline, the artifact, CloudWatch.
+
+/// Why a fact could not be gathered, in words for the decision's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FactError(pub String);
+
+/// CloudWatch alarms' states.
+#[async_trait]
+pub trait AlarmStates: Send + Sync {
+    /// Every alarm of `names` that exists, and every alarm carrying all of `tags`, with its state and since when.
+    async fn alarm_states(
+        &self,
+        names: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<AlarmFact>, FactError>;
+}
+
+/// CloudWatch metrics.
+#[async_trait]
+pub trait MetricTotals: Send + Sync {
+    /// The metric's `statistic`, totalled over `[from, to)`.
+    async fn metric_total(
+        &self,
+        metric: &MinRequests,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<f64, FactError>;
+}
+
+/// A CodePipeline call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobApiError {
+    /// Throttling, a timeout, a 5xx: a later attempt may succeed.
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What answering a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerSent {
+    Sent,
+    /// CodePipeline says the job is no longer in progress: it was answered before (or timed out).
+    AlreadyAnswered,
+}
+
+/// CodePipeline's job API, as the gate uses it.
+#[async_trait]
+pub trait PipelineJobs: Send + Sync {
+    /// GetJobDetails: the pipeline, stage, action and execution of the job.
+    async fn job_context(&self, job_id: &str) -> Result<JobContext, JobApiError>;
+    /// PutJobSuccessResult or PutJobFailureResult.
+    async fn answer(&self, job_id: &str, answer: &JobAnswer) -> Result<AnswerSent, JobApiError>;
+}
+
+/// Reading the policy file from the job's input artifact.
+#[async_trait]
+pub trait PolicySource: Send + Sync {
+    /// The first of `candidates` found in the artifact, read with the job's own credentials.
+    async fn read_policy(
+        &self,
+        artifact: &ArtifactLocation,
+        credentials: &ArtifactCredentials,
+        candidates: &[String],
+    ) -> Result<PolicyText, FactError>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gathering the facts.
+
+/// The adapters facts are read through.
+pub struct FactSources<'a, A: ?Sized, M: ?Sized, Q: ?Sized, P: ?Sized> {
+    pub alarms: &'a A,
+    pub metrics: &'a M,
+    pub timelines: &'a Q,
+    pub approvals: &'a P,
+}
+
+/// Gathers the facts `policy` needs, and only those, for the job in `ctx`. Every failure becomes that fact's
+/// `Err(reason)`, for the engine to fail closed or open as the policy says; nothing here fails the evaluation.
+pub async fn gather_facts<A, M, Q, P>(
+    policy: &Policy,
+    ctx: &JobContext,
+    now: DateTime<Utc>,
+    first_evaluated_at: DateTime<Utc>,
+    sources: &FactSources<'_, A, M, Q, P>,
+) -> Facts
+where
+    A: AlarmStates + ?Sized,
+    M: MetricTotals + ?Sized,
+    Q: TimelineQueries + ?Sized,
+    P: ApprovalRecords + ?Sized,
+{
+    let mut facts = Facts::new(now, first_evaluated_at);
+    if let Some(alarms) = &policy.alarms {
+        facts.alarms = sources
+            .alarms
+            .alarm_states(&alarms.names, &alarms.tags)
+            .await
+            .map_err(|e| e.0);
+    }
+    if let Some(bake) = &policy.bake {
+        let succeeded =
+            bake_stage_succeeded_at(sources.timelines, ctx, &bake.after_stage, bake.pipeline.as_deref()).await;
+        if let (Ok(Some(at)), Some(m)) = (&succeeded, &bake.min_requests) {
+            // Only once the bake time has passed does the engine read the traffic.
+            if now - *at >= bake.duration.to_chrono() {
+                facts.bake_requests = Some(sources.metrics.metric_total(m, *at, now).await.map_err(|e| e.0));
+            }
+        }
+        facts.bake_stage_succeeded_at = Some(succeeded);
+    }
+    if let Some(upstream) = &policy.upstream {
+        facts.upstream_unrestored_failure_at = Some(unrestored_failure_at(sources.timelines, ctx, upstream).await);
+    }
+    if policy.approval.is_some() {
+        facts.approval = Some(
+            sources
+                .approvals
+                .latest_approval(&ctx.approval_key())
+                .await
+                .map(|a| a.map(|r| r.fact()))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    if policy.concurrency.is_some() {
+        facts.deployments_in_progress = Some(Err(CONCURRENCY_UNAVAILABLE.to_string()));
+    }
+    facts
+}
+
+/// When `stage` succeeded: in this execution, or (with `pipeline`) in that pipeline's latest execution that ran the
+/// stage. A latest run that failed or is still going means "not (yet)": the bake is about what the stage holds now.
+async fn bake_stage_succeeded_at<Q: TimelineQueries + ?Sized>(
+    store: &Q,
+    ctx: &JobContext,
+    stage: &str,
+    pipeline: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, String> {
+    let succeeded = |t: &crate::timeline::ExecutionTimeline| {
+        t.stage(stage)
+            .map(|s| (s.state == "SUCCEEDED").then_some(s.ended_at).flatten())
+    };
+    let Some(pipeline) = pipeline.filter(|p| *p != ctx.pipeline) else {
+        let key = ctx.execution_key();
+        let timeline = execution_timeline(store, &key)
+            .await
+            .map_err(|e| format!("cannot read this execution's timeline: {e}"))?;
+        return Ok(timeline.as_ref().and_then(succeeded).flatten());
+    };
+    let executions = store
+        .executions(&ctx.pipeline_key(pipeline), EXECUTIONS_READ)
+        .await
+        .map_err(|e| format!("cannot list {pipeline}'s executions: {e}"))?;
+    for summary in executions {
+        let timeline = execution_timeline(store, &summary.key)
+            .await
+            .map_err(|e| format!("cannot read {pipeline}'s execution {}: {e}", summary.key.execution_id))?;
+        if let Some(ran) = timeline.as_ref().and_then(succeeded) {
+            return Ok(ran);
+        }
+    }
+    Ok(None)
+}
+
+/// The latest failure of the upstream pipeline (or its stage) among its recent executions, unless a success ended
+/// after it.
+async fn unrestored_failure_at<Q: TimelineQueries + ?Sized>(
+    store: &Q,
+    ctx: &JobContext,
+    check: &UpstreamCheck,
+) -> Result<Option<DateTime<Utc>>, String> {
+    let executions = store
+        .executions(&ctx.pipeline_key(&check.pipeline), EXECUTIONS_READ)
+        .await
+        .map_err(|e| e.to_string())?;
+    // (end time, failed) of each finished run of the pipeline or stage.
+    let mut ends: Vec<(DateTime<Utc>, bool)> = Vec::new();
+    for summary in &executions {
+        let (state, ended_at) = match &check.stage {
+            None => {
+                let r = summary.resolved();
+                (r.state, r.ended_at)
+            }
+            Some(stage) => {
+                let timeline = execution_timeline(store, &summary.key)
+                    .await
+                    .map_err(|e| format!("execution {}: {e}", summary.key.execution_id))?;
+                match timeline.as_ref().and_then(|t| t.stage(stage)) {
+                    Some(s) => (s.state.clone(), s.ended_at),
+                    None => continue,
+                }
+            }
+        };
+        if let Some(at) = ended_at {
+            if is_failure(&state) {
+                ends.push((at, true));
+            } else if state == "SUCCEEDED" {
+                ends.push((at, false));
+            }
+        }
+    }
+    let last_failure = ends.iter().filter(|(_, failed)| *failed).map(|(t, _)| *t).max();
+    let last_success = ends.iter().filter(|(_, failed)| !*failed).map(|(t, _)| *t).max();
+    Ok(match (last_failure, last_success) {
+        (Some(f), Some(s)) if s > f => None,
+        (f, _) => f,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Telling engineers.
+
+/// The chat and email message of a failed gate, or of a gate that starts waiting.
+pub fn gate_blocked_notification(decision: &GateDecision) -> Notification {
+    let (account, region, pipeline, stage, thread, link) = match &decision.context {
+        Some(c) => (
+            c.account.clone(),
+            c.region.clone(),
+            Some(c.pipeline.clone()),
+            format!("{} / {}", c.stage, c.action),
+            format!("{}/{}", c.pipeline, c.execution_id),
+            Some(format!(
+                "https://{r}.console.aws.amazon.com/codesuite/codepipeline/pipelines/{p}/executions/{e}/timeline?region={r}",
+                r = c.region,
+                p = c.pipeline,
+                e = c.execution_id
+            )),
+        ),
+        None => (
+            String::new(),
+            String::new(),
+            None,
+            "a gate".to_string(),
+            format!("gate/{}", decision.job_id),
+            None,
+        ),
+    };
+    let gate = decision.policy.as_ref().map(|p| p.name.as_str()).unwrap_or("gate");
+    let title = match (&decision.outcome, &pipeline) {
+        (Outcome::Wait { .. }, Some(p)) => format!("{p}: {gate} is holding {stage}"),
+        (_, Some(p)) => format!("{p}: {gate} blocked {stage}"),
+        (_, None) => format!("{gate} blocked {stage}"),
+    };
+    let mut lines: Vec<String> = decision.explanation.lines().map(|l| l.trim_end().to_string()).collect();
+    if let Some(c) = &decision.context {
+        lines.push(format!("Execution `{}`", c.execution_id));
+    }
+    lines.push(format!("Decision `{}`", decision.id));
+    let mut next_steps = Vec::new();
+    match decision.outcome {
+        Outcome::Wait { recheck_at } => next_steps.push(format!(
+            "Nothing to do if the wait is expected: the gate checks again (next at {} UTC) and goes on by itself",
+            recheck_at.format("%H:%M")
+        )),
+        _ => {
+            next_steps.push("Read the failed checks above: each says what it observed and what it requires".into());
+            next_steps.push("Fix the cause, then retry the stage to evaluate the gate again".into());
+        }
+    }
+    if let Some(policy) = &decision.policy {
+        next_steps.push(format!("The policy is {} in the pipeline's source", policy.file));
+    }
+    Notification {
+        key: format!("gate_blocked@{}", decision.id),
+        kind: NotificationKind::GateBlocked,
+        severity: Severity::Warning,
+        account,
+        region,
+        pipeline,
+        thread,
+        title,
+        lines,
+        next_steps,
+        link,
+        resources: Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// In memory.
+
+/// Decisions and approvals in memory, with the semantics of the DynamoDB adapter.
+#[derive(Debug, Default)]
+pub struct MemoryGateStore {
+    decisions: Mutex<BTreeMap<String, (GateDecision, bool)>>,
+    approvals: Mutex<BTreeMap<ApprovalKey, Vec<ApprovalRecord>>>,
+    writes: Mutex<u64>,
+}
+
+impl MemoryGateStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every decision recorded, by id.
+    pub fn decisions(&self) -> Vec<GateDecision> {
+        lock(&self.decisions).values().map(|(d, _)| d.clone()).collect()
+    }
+
+    /// Decision writes so far (a duplicate writes nothing).
+    pub fn decision_writes(&self) -> u64 {
+        *lock(&self.writes)
+    }
+
+    pub fn notified(&self, decision_id: &str) -> bool {
+        lock(&self.decisions).get(decision_id).is_some_and(|(_, n)| *n)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl GateDecisions for MemoryGateStore {
+    async fn record_decision(&self, decision: &GateDecision) -> Result<DecisionWrite, StoreError> {
+        let mut decisions = lock(&self.decisions);
+        if let Some((stored, notified)) = decisions.get(&decision.job_id) {
+            return Ok(DecisionWrite::Duplicate {
+                stored: Box::new(stored.clone()),
+                notified: *notified,
+            });
+        }
+        decisions.insert(decision.job_id.clone(), (decision.clone(), false));
+        *lock(&self.writes) += 1;
+        Ok(DecisionWrite::New)
+    }
+
+    async fn mark_notified(&self, decision_id: &str) -> Result<(), StoreError> {
+        match lock(&self.decisions).get_mut(decision_id) {
+            Some(entry) => {
+                entry.1 = true;
+                Ok(())
+            }
+            None => Err(StoreError::Permanent(format!("no gate decision {decision_id}"))),
+        }
+    }
+
+    async fn decision(&self, decision_id: &str) -> Result<Option<GateDecision>, StoreError> {
+        Ok(lock(&self.decisions).get(decision_id).map(|(d, _)| d.clone()))
+    }
+}
+
+#[async_trait]
+impl ApprovalRecords for MemoryGateStore {
+    async fn record_approval(&self, approval: &ApprovalRecord) -> Result<(), StoreError> {
+        lock(&self.approvals)
+            .entry(approval.key.clone())
+            .or_default()
+            .push(approval.clone());
+        Ok(())
+    }
+
+    async fn latest_approval(&self, key: &ApprovalKey) -> Result<Option<ApprovalRecord>, StoreError> {
+        Ok(lock(&self.approvals)
+            .get(key)
+            .and_then(|all| all.iter().max_by_key(|a| a.at).cloned()))
+    }
+}
+
+/// Alarm states and metric totals held in memory (or an error to answer with), recording what was asked.
+#[derive(Debug, Default)]
+pub struct MemoryCloudWatch {
+    alarms: Mutex<Option<Result<Vec<AlarmFact>, FactError>>>,
+    metric: Mutex<Option<Result<f64, FactError>>>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl MemoryCloudWatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_alarms(self, alarms: Result<Vec<AlarmFact>, FactError>) -> Self {
+        *lock(&self.alarms) = Some(alarms);
+        self
+    }
+
+    pub fn with_metric(self, total: Result<f64, FactError>) -> Self {
+        *lock(&self.metric) = Some(total);
+        self
+    }
+
+    /// What was asked, in order: `alarms <names>` and `metric <namespace>/<name>`.
+    pub fn asked(&self) -> Vec<String> {
+        lock(&self.asked).clone()
+    }
+}
+
+#[async_trait]
+impl AlarmStates for MemoryCloudWatch {
+    async fn alarm_states(
+        &self,
+        names: &[String],
+        _tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<AlarmFact>, FactError> {
+        lock(&self.asked).push(format!("alarms {}", names.join(",")));
+        match &*lock(&self.alarms) {
+            Some(Ok(all)) => Ok(all.iter().filter(|a| names.contains(&a.name)).cloned().collect()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl MetricTotals for MemoryCloudWatch {
+    async fn metric_total(
+        &self,
+        metric: &MinRequests,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+    ) -> Result<f64, FactError> {
+        lock(&self.asked).push(format!("metric {}/{}", metric.namespace, metric.metric));
+        lock(&self.metric).clone().unwrap_or(Ok(0.0))
+    }
+}
+
+/// CodePipeline's job API in memory: a context per job, and every answer it was sent.
+#[derive(Debug, Default)]
+pub struct MemoryPipelineJobs {
+    contexts: Mutex<BTreeMap<String, JobContext>>,
+    answers: Mutex<Vec<(String, JobAnswer)>>,
+}
+
+impl MemoryPipelineJobs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_job(self, job_id: &str, ctx: JobContext) -> Self {
+        lock(&self.contexts).insert(job_id.to_string(), ctx);
+        self
+    }
+
+    /// Every answer sent, in order, with its job id.
+    pub fn answers(&self) -> Vec<(String, JobAnswer)> {
+        lock(&self.answers).clone()
+    }
+}
+
+#[async_trait]
+impl PipelineJobs for MemoryPipelineJobs {
+    async fn job_context(&self, job_id: &str) -> Result<JobContext, JobApiError> {
+        lock(&self.contexts)
+            .get(job_id)
+            .cloned()
+            .ok_or_else(|| JobApiError::Permanent(format!("JobNotFoundException: job {job_id}")))
+    }
+
+    async fn answer(&self, job_id: &str, answer: &JobAnswer) -> Result<AnswerSent, JobApiError> {
+        let mut answers = lock(&self.answers);
+        let before = answers.iter().any(|(j, _)| j == job_id);
+        answers.push((job_id.to_string(), answer.clone()));
+        Ok(if before {
+            AnswerSent::AlreadyAnswered
+        } else {
+            AnswerSent::Sent
+        })
+    }
+}
+
+/// Artifact files in memory, by path.
+#[derive(Debug, Default)]
+pub struct MemoryPolicySource {
+    files: BTreeMap<String, String>,
+}
+
+impl MemoryPolicySource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_file(mut self, path: &str, text: &str) -> Self {
+        self.files.insert(path.to_string(), text.to_string());
+        self
+    }
+}
+
+#[async_trait]
+impl PolicySource for MemoryPolicySource {
+    async fn read_policy(
+        &self,
+        artifact: &ArtifactLocation,
+        _credentials: &ArtifactCredentials,
+        candidates: &[String],
+    ) -> Result<PolicyText, FactError> {
+        candidates
+            .iter()
+            .find_map(|p| {
+                self.files.get(p).map(|text| PolicyText {
+                    path: p.clone(),
+                    text: text.clone(),
+                })
+            })
+            .ok_or_else(|| {
+                FactError(format!(
+                    "{} not found in input artifact {}",
+                    candidates.join(" or "),
+                    artifact.name
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn continuation_round_trips_and_counts_evaluations() {
+        let first = at("2026-11-20T14:10:00Z");
+        let one = Continuation::after(None, first, "job-1");
+        let two = Continuation::after(Some(&one), first, "job-2");
+        let decoded = Continuation::decode(&two.encode()).unwrap();
+        assert_eq!(decoded, two);
+        assert_eq!(decoded.first_evaluated_at(), first);
+        assert_eq!(decoded.evaluations, 2);
+        assert_eq!(decoded.decisions, vec!["job-1", "job-2"]);
+        assert_eq!(two.encode(), r#"{"v":1,"f":1795183800,"n":2,"d":["job-1","job-2"]}"#);
+    }
+
+    #[test]
+    fn continuation_stays_within_the_api_limit_keeping_the_first_and_latest_ids() {
+        let first = at("2026-11-20T14:10:00Z");
+        let mut c: Option<Continuation> = None;
+        for i in 0..500 {
+            let id = format!("{i:08}-aaaa-bbbb-cccc-dddddddddddd");
+            c = Some(Continuation::after(c.as_ref(), first, &id));
+            c = Some(Continuation::decode(&c.unwrap().encode()).unwrap());
+        }
+        let c = c.unwrap();
+        let token = c.encode();
+        assert!(token.chars().count() <= MAX_CONTINUATION_TOKEN_CHARS, "{}", token.len());
+        assert_eq!(c.evaluations, 500);
+        assert!(c.decisions[0].starts_with("00000000"));
+        assert!(c.decisions.last().unwrap().starts_with("00000499"));
+    }
+
+    #[test]
+    fn foreign_continuation_tokens_are_refused() {
+        assert!(Continuation::decode("a72fe5a4-fad6-4d74-9a4c-25da97a186d6").is_err());
+        assert!(Continuation::decode(r#"{"v":2,"f":1,"n":1,"d":[]}"#).is_err());
+    }
+
+    #[test]
+    fn truncation_keeps_the_limit_and_says_so() {
+        let long = "x".repeat(6000);
+        let cut = truncate_with_note(&long, MAX_FAILURE_MESSAGE_CHARS, "see decision d-1");
+        assert_eq!(cut.chars().count(), MAX_FAILURE_MESSAGE_CHARS);
+        assert!(cut.ends_with("more characters; see decision d-1)"), "{}", &cut[4900..]);
+        assert_eq!(truncate_with_note("short", 10, "x"), "short");
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug() {
+        let c = ArtifactCredentials {
+            access_key_id: "AKIA-SHOWN".into(),
+            secret_access_key: "SECRET".into(),
+            session_token: "TOKEN".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("AKIA") && !shown.contains("SECRET") && !shown.contains("TOKEN"));
+    }
+    // ------------------------------------------------------------------ gathering facts
+
+    use crate::memory::MemoryStore;
+    use crate::ports::EventRecorder;
+
+    async fn record(store: &MemoryStore, pipeline: &str, execution: &str, stage: Option<&str>, state: &str, at: &str) {
+        let (detail_type, detail) = match stage {
+            Some(stage) => (
+                "CodePipeline Stage Execution State Change",
+                serde_json::json!({"pipeline": pipeline, "execution-id": execution, "stage": stage, "state": state}),
+            ),
+            None => (
+                "CodePipeline Pipeline Execution State Change",
+                serde_json::json!({"pipeline": pipeline, "execution-id": execution, "state": state}),
+            ),
+        };
+        let body = serde_json::json!({"version": "0", "id": "x", "detail-type": detail_type, "source": "aws.codepipeline",
+            "account": "111122223333", "time": at, "region": "eu-west-1", "resources": [], "detail": detail});
+        let event = crate::parse::parse_event(body.to_string().as_bytes()).unwrap();
+        store.record(&event).await.unwrap();
+    }
+
+    fn job_context() -> JobContext {
+        JobContext {
+            account: "111122223333".into(),
+            region: "eu-west-1".into(),
+            pipeline: "checkout-service".into(),
+            stage: "Production".into(),
+            action: "Gate".into(),
+            execution_id: "prod-1".into(),
+        }
+    }
+
+    async fn facts_for(policy: &str, store: &MemoryStore, now: DateTime<Utc>) -> (Facts, MemoryCloudWatch) {
+        let policy = crate::policy::parse_policy("p.yaml", policy).unwrap();
+        let cloudwatch = MemoryCloudWatch::new().with_metric(Ok(1234.0));
+        let approvals = MemoryGateStore::new();
+        let sources = FactSources {
+            alarms: &cloudwatch,
+            metrics: &cloudwatch,
+            timelines: store,
+            approvals: &approvals,
+        };
+        (
+            gather_facts(&policy, &job_context(), now, now, &sources).await,
+            cloudwatch,
+        )
+    }
+
+    #[tokio::test]
+    async fn only_the_facts_the_policy_needs_are_gathered() {
+        let store = MemoryStore::new();
+        let (facts, cloudwatch) = facts_for(
+            "version: 1\nname: p\nmax_wait: 1h\n",
+            &store,
+            at("2026-11-20T14:00:00Z"),
+        )
+        .await;
+        assert_eq!(
+            facts,
+            Facts::new(at("2026-11-20T14:00:00Z"), at("2026-11-20T14:00:00Z"))
+        );
+        assert!(cloudwatch.asked().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bake_from_another_pipeline_is_its_latest_run_of_the_stage() {
+        let store = MemoryStore::new();
+        let policy = "version: 1\nname: p\nmax_wait: 1h\nbake:\n  after_stage: Staging\n  pipeline: checkout-staging\n  duration: 1h\n  min_requests: {namespace: N, metric: M, at_least: 10}\n";
+        // An older execution succeeded in Staging; the newest one never reached it (failed in Build).
+        record(
+            &store,
+            "checkout-staging",
+            "s-1",
+            None,
+            "STARTED",
+            "2026-11-20T10:00:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-1",
+            Some("Staging"),
+            "SUCCEEDED",
+            "2026-11-20T11:00:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-2",
+            None,
+            "STARTED",
+            "2026-11-20T12:00:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-2",
+            Some("Build"),
+            "FAILED",
+            "2026-11-20T12:05:00Z",
+        )
+        .await;
+        let (facts, cloudwatch) = facts_for(policy, &store, at("2026-11-20T14:00:00Z")).await;
+        assert_eq!(
+            facts.bake_stage_succeeded_at,
+            Some(Ok(Some(at("2026-11-20T11:00:00Z"))))
+        );
+        assert_eq!(facts.bake_requests, Some(Ok(1234.0)));
+        assert_eq!(cloudwatch.asked(), vec!["metric N/M".to_string()]);
+
+        // A newer execution is deploying Staging now: the stage's latest run has not succeeded yet.
+        record(
+            &store,
+            "checkout-staging",
+            "s-3",
+            None,
+            "STARTED",
+            "2026-11-20T13:00:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-3",
+            Some("Staging"),
+            "STARTED",
+            "2026-11-20T13:10:00Z",
+        )
+        .await;
+        let (facts, cloudwatch) = facts_for(policy, &store, at("2026-11-20T14:00:00Z")).await;
+        assert_eq!(facts.bake_stage_succeeded_at, Some(Ok(None)));
+        assert_eq!(facts.bake_requests, None);
+        assert!(
+            cloudwatch.asked().is_empty(),
+            "no traffic is read before the bake time has passed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_failure_counts_until_a_success_follows_it() {
+        let store = MemoryStore::new();
+        let policy = "version: 1\nname: p\nmax_wait: 1h\nupstream:\n  pipeline: checkout-staging\n  no_unrestored_failure_for: 1h\n";
+        record(
+            &store,
+            "checkout-staging",
+            "s-1",
+            None,
+            "STARTED",
+            "2026-11-20T12:00:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-1",
+            None,
+            "SUCCEEDED",
+            "2026-11-20T12:20:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-2",
+            None,
+            "STARTED",
+            "2026-11-20T13:00:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-2",
+            None,
+            "FAILED",
+            "2026-11-20T13:20:00Z",
+        )
+        .await;
+        let (facts, _) = facts_for(policy, &store, at("2026-11-20T14:00:00Z")).await;
+        assert_eq!(
+            facts.upstream_unrestored_failure_at,
+            Some(Ok(Some(at("2026-11-20T13:20:00Z"))))
+        );
+        record(
+            &store,
+            "checkout-staging",
+            "s-3",
+            None,
+            "STARTED",
+            "2026-11-20T13:30:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-3",
+            None,
+            "SUCCEEDED",
+            "2026-11-20T13:50:00Z",
+        )
+        .await;
+        let (facts, _) = facts_for(policy, &store, at("2026-11-20T14:00:00Z")).await;
+        assert_eq!(facts.upstream_unrestored_failure_at, Some(Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_stage_failure_is_read_from_the_timelines() {
+        let store = MemoryStore::new();
+        let policy = "version: 1\nname: p\nmax_wait: 1h\nupstream:\n  pipeline: checkout-staging\n  stage: Integration\n  no_unrestored_failure_for: 1h\n";
+        record(
+            &store,
+            "checkout-staging",
+            "s-1",
+            None,
+            "STARTED",
+            "2026-11-20T13:00:00Z",
+        )
+        .await;
+        record(
+            &store,
+            "checkout-staging",
+            "s-1",
+            Some("Integration"),
+            "FAILED",
+            "2026-11-20T13:20:00Z",
+        )
+        .await;
+        let (facts, _) = facts_for(policy, &store, at("2026-11-20T14:00:00Z")).await;
+        assert_eq!(
+            facts.upstream_unrestored_failure_at,
+            Some(Ok(Some(at("2026-11-20T13:20:00Z"))))
+        );
+    }
+
+    #[test]
+    fn a_blocked_gate_reads_in_chat_with_its_explanation() {
+        let decision = GateDecision {
+            id: "job-1".into(),
+            job_id: "job-1".into(),
+            decided_by: GATE_PRINCIPAL.into(),
+            decided_at: at("2026-11-20T14:28:00Z"),
+            context: Some(job_context()),
+            policy: Some(PolicyRef {
+                file: "policies/production.yaml".into(),
+                name: "production-gate".into(),
+            }),
+            outcome: Outcome::Fail,
+            summary: "failed: alarms".into(),
+            checks: vec![],
+            explanation: "FAIL: failed: alarms\n  ✗ alarms       alarm x in ALARM\n".into(),
+            first_evaluated_at: at("2026-11-20T14:28:00Z"),
+            previous: vec![],
+            answer: JobAnswer::Failure {
+                kind: FailureKind::JobFailed,
+                message: "m".into(),
+                external_execution_id: "job-1".into(),
+            },
+        };
+        let n = gate_blocked_notification(&decision);
+        assert_eq!((n.kind.as_str(), n.severity.as_str()), ("gate_blocked", "warning"));
+        assert_eq!(n.title, "checkout-service: production-gate blocked Production / Gate");
+        assert_eq!(n.thread, "checkout-service/prod-1");
+        assert_eq!(n.lines[1], "  ✗ alarms       alarm x in ALARM");
+        assert_eq!(n.key, "gate_blocked@job-1");
+    }
+}
