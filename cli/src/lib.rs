@@ -3,6 +3,7 @@
 
 pub mod approve;
 pub mod audit;
+pub mod controls;
 pub mod demo;
 pub mod local;
 pub mod render;

@@ -104,6 +104,40 @@ enum Command {
         #[command(flatten)]
         decision: DecisionArgs,
     },
+    /// Freezes deployments through gates of a pipeline (or every pipeline), as the caller, until lifted or over.
+    Freeze {
+        #[command(flatten)]
+        table: TableArgs,
+        /// pipeline:<account>/<region>/<pipeline>, or global.
+        #[arg(long)]
+        scope: String,
+        /// When it starts: YYYY-MM-DD (the whole day, in each policy's zone) or RFC 3339 (default: now).
+        #[arg(long)]
+        from: Option<String>,
+        /// When it ends: YYYY-MM-DD (that day included, in each policy's zone) or RFC 3339.
+        #[arg(long)]
+        until: String,
+        /// Why (required; shown in every gate decision it blocks, and in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lifts the ad-hoc freeze of a scope, as the caller.
+    Unfreeze {
+        #[command(flatten)]
+        table: TableArgs,
+        /// pipeline:<account>/<region>/<pipeline>, or global.
+        #[arg(long)]
+        scope: String,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Overrides a gated stage of an execution, as the caller: it passes if the caller is one of the policy's
+    /// approvers.
+    Override {
+        #[command(flatten)]
+        decision: DecisionArgs,
+    },
     /// Lists or verifies a scope's tamper-evident audit trail.
     Audit {
         #[command(subcommand)]
@@ -386,6 +420,78 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => return report_command(&html, &paths, &metrics, quiet).await,
         Command::Approve { decision } => return decide(decision, ApprovalDecision::Approve).await,
         Command::Reject { decision } => return decide(decision, ApprovalDecision::Reject).await,
+        Command::Freeze {
+            table,
+            scope,
+            from,
+            until,
+            reason,
+        } => {
+            let sdk = tollgate_aws::config::sdk_config().await;
+            let by = caller_arn(&sdk).await?;
+            let (controls, audit) = control_stores(&sdk, &table);
+            let f = tollgate::controls::freeze(
+                &controls,
+                &audit,
+                &scope,
+                from.as_deref(),
+                &until,
+                &reason,
+                &by,
+                chrono::Utc::now(),
+            )
+            .await?;
+            outln!(
+                "froze {} from {} until {} as {} ({})",
+                f.scope,
+                f.from,
+                f.until,
+                f.by,
+                f.reason
+            );
+            return Ok(());
+        }
+        Command::Unfreeze { table, scope, reason } => {
+            let sdk = tollgate_aws::config::sdk_config().await;
+            let by = caller_arn(&sdk).await?;
+            let (controls, audit) = control_stores(&sdk, &table);
+            let f = tollgate::controls::unfreeze(&controls, &audit, &scope, &reason, &by, chrono::Utc::now()).await?;
+            outln!(
+                "lifted the freeze of {} (by {}: {}) as {by} ({})",
+                f.scope,
+                f.by,
+                f.reason,
+                reason.trim()
+            );
+            return Ok(());
+        }
+        Command::Override { decision: args } => {
+            let sdk = tollgate_aws::config::sdk_config().await;
+            let region = args
+                .region
+                .or_else(|| sdk.region().map(|r| r.to_string()))
+                .ok_or("no region: pass --region or set AWS_REGION")?;
+            let by = caller_arn(&sdk).await?;
+            let key = tollgate_domain::gate::ApprovalKey {
+                account: args.account,
+                region,
+                pipeline: args.pipeline,
+                execution_id: args.execution,
+                stage: args.stage,
+            };
+            let (controls, audit) = control_stores(&sdk, &args.table);
+            let o = tollgate::controls::override_gate(&controls, &audit, key, &args.reason, &by, chrono::Utc::now())
+                .await?;
+            outln!(
+                "overrode {} / {} / {} as {} ({}); the gate honours it if you are one of its policy's approvers",
+                o.key.pipeline,
+                o.key.execution_id,
+                o.key.stage,
+                o.by,
+                o.reason
+            );
+            return Ok(());
+        }
         Command::Audit { command } => {
             match command {
                 AuditCommand::List { table, scope, limit } => {
@@ -761,7 +867,9 @@ async fn gate_explain(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
     use tollgate_aws::gate_store::DynamoDbGateStore;
-    use tollgate_domain::gate::{gather_facts, FactSources, JobContext};
+    use tollgate_domain::gate::{
+        apply_override, freeze_scopes, gather_facts, with_ad_hoc_freezes, FactSources, GateControls, JobContext,
+    };
     use tollgate_domain::ports::TimelineQueries;
 
     let policy = tollgate_domain::policy::validate_file(policy_file)?;
@@ -813,9 +921,16 @@ async fn gate_explain(
         approvals: &approvals,
     };
     let now = chrono::Utc::now();
+    // Ad-hoc freezes and an override count here as in the gate.
+    let freezes = approvals.active_freezes(&freeze_scopes(&ctx)).await?;
+    let policy = with_ad_hoc_freezes(&policy, &freezes, now);
     // Explained as if the gate first evaluated now: max_wait shows the whole allowance.
     let facts = gather_facts(&policy, &ctx, now, now, &sources).await;
-    let decision = tollgate_domain::policy::evaluate(&policy, &facts);
+    let mut decision = tollgate_domain::policy::evaluate(&policy, &facts);
+    let explanation = match approvals.latest_override(&ctx.approval_key()).await? {
+        Some(o) => apply_override(&policy, &mut decision, &o).0,
+        None => decision.explain(),
+    };
     outln!(
         "{} / {} (execution {}), policy {} ({})",
         ctx.pipeline,
@@ -824,7 +939,7 @@ async fn gate_explain(
         policy.name,
         policy_file.display()
     );
-    out!("{}", decision.explain());
+    out!("{explanation}");
     Ok(())
 }
 
@@ -833,14 +948,9 @@ async fn table_store(table: &TableArgs) -> tollgate_aws::DynamoDbStore {
     tollgate_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.table.clone(), 400)
 }
 
-async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Box<dyn std::error::Error>> {
-    let sdk = tollgate_aws::config::sdk_config().await;
-    let region = args
-        .region
-        .or_else(|| sdk.region().map(|r| r.to_string()))
-        .ok_or("no region: pass --region or set AWS_REGION")?;
-    // The approver is the authenticated caller, never a name from the command line.
-    let caller = aws_sdk_sts::Client::new(&sdk)
+/// Who the caller is: the ARN STS says the AWS credentials belong to, never a name from the command line.
+async fn caller_arn(sdk: &aws_config::SdkConfig) -> Result<String, Box<dyn std::error::Error>> {
+    let caller = aws_sdk_sts::Client::new(sdk)
         .get_caller_identity()
         .send()
         .await
@@ -851,6 +961,29 @@ async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Bo
             )
         })?;
     let principal = caller.arn().ok_or("sts:GetCallerIdentity returned no ARN")?.to_string();
+    Ok(principal)
+}
+
+/// The ad-hoc freeze and override store, and the audit trail, in the table.
+fn control_stores(
+    sdk: &aws_config::SdkConfig,
+    table: &TableArgs,
+) -> (tollgate_aws::gate_store::DynamoDbGateStore, tollgate_aws::DynamoDbStore) {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    (
+        tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), table.table.clone(), 400),
+        tollgate_aws::DynamoDbStore::new(client, table.table.clone(), 400),
+    )
+}
+
+async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Box<dyn std::error::Error>> {
+    let sdk = tollgate_aws::config::sdk_config().await;
+    let region = args
+        .region
+        .or_else(|| sdk.region().map(|r| r.to_string()))
+        .ok_or("no region: pass --region or set AWS_REGION")?;
+    // The approver is the authenticated caller, never a name from the command line.
+    let principal = caller_arn(&sdk).await?;
     let key = tollgate_domain::gate::ApprovalKey {
         account: args.account,
         region,

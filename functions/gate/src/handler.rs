@@ -5,7 +5,10 @@
 //! 3. GetJobDetails says which pipeline, stage and execution the job is for.
 //! 4. UserParameters name the policy; it is read from the input artifact with the job's credentials, parsed and
 //!    overridden. Any problem there fails the job with the error (file, line, field): never a crash, never a retry.
-//! 5. The facts the policy needs are gathered (`tollgate_domain::gate::gather_facts`) and the policy evaluated.
+//! 5. Active ad-hoc freezes of the pipeline and of `global` join the policy's freezes; the facts the policy needs are
+//!    gathered (`tollgate_domain::gate::gather_facts`) and the policy evaluated. An override of this execution's
+//!    stage by an authorised approver then makes it pass, every check still explained; any other is refused, saying
+//!    why (`tollgate_domain::gate::apply_override`).
 //! 6. The decision is recorded with one conditional write keyed by the job id. A retried invocation of the same job
 //!    finds the first decision there and sends that answer again, so a job is decided once.
 //! 7. A failure, or the first wait of a job, is published to engineers.
@@ -17,9 +20,10 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tollgate_domain::gate::{
-    answer_for, gate_blocked_notification, gather_facts, truncate_with_note, AlarmStates, AnswerSent, ApprovalRecords,
-    Continuation, DecisionWrite, FactSources, FailureKind, GateDecision, GateDecisions, JobAnswer, JobApiError,
-    JobContext, MetricTotals, PipelineJobs, PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
+    answer_for, apply_override, freeze_scopes, gate_blocked_notification, gather_facts, truncate_with_note,
+    with_ad_hoc_freezes, AlarmStates, AnswerSent, ApprovalRecords, Continuation, DecisionWrite, FactSources,
+    FailureKind, GateControls, GateDecision, GateDecisions, JobAnswer, JobApiError, JobContext, MetricTotals,
+    PipelineJobs, PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
 };
 use tollgate_domain::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
 use tollgate_domain::ports::{Notifier, TimelineQueries};
@@ -35,6 +39,8 @@ pub struct Ports<'a> {
     pub timelines: &'a dyn TimelineQueries,
     pub decisions: &'a dyn GateDecisions,
     pub approvals: &'a dyn ApprovalRecords,
+    /// Ad-hoc freezes and overrides.
+    pub controls: &'a dyn GateControls,
     pub notifier: &'a dyn Notifier,
 }
 
@@ -190,6 +196,7 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDec
             message: String::new(),
             external_execution_id: job_id.clone(),
         },
+        override_applied: None,
     };
 
     let continuation = match job.job.continuation_token.as_deref().map(Continuation::decode) {
@@ -265,6 +272,17 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDec
             )
         }
     };
+    let freezes = match ports.controls.active_freezes(&freeze_scopes(&context)).await {
+        Ok(f) => f,
+        Err(e) => {
+            return failed(
+                d,
+                FailureKind::JobFailed,
+                format!("could not evaluate: cannot read the ad-hoc freezes: {e}; failing closed"),
+            )
+        }
+    };
+    let policy = with_ad_hoc_freezes(&policy, &freezes, now);
     let sources = FactSources {
         alarms: ports.alarms,
         metrics: ports.metrics,
@@ -272,7 +290,24 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDec
         approvals: ports.approvals,
     };
     let facts = gather_facts(&policy, &context, now, d.first_evaluated_at, &sources).await;
-    let decision = evaluate(&policy, &facts);
+    let mut decision = evaluate(&policy, &facts);
+    let mut explanation = None;
+    match ports.controls.latest_override(&context.approval_key()).await {
+        Ok(None) => {}
+        Ok(Some(o)) => {
+            let (text, applied) = apply_override(&policy, &mut decision, &o);
+            explanation = Some(text);
+            d.override_applied = Some(applied);
+        }
+        // Without the override the gate can only be stricter: it goes on, and says so.
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "overrides cannot be read; deciding without them");
+            decision.summary = format!(
+                "{}; overrides could not be read ({e}) and were ignored",
+                decision.summary
+            );
+        }
+    }
     let next = match decision.outcome {
         Outcome::Wait { .. } => Some(Continuation::after(continuation.as_ref(), d.first_evaluated_at, &d.id)),
         _ => None,
@@ -280,7 +315,7 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDec
     d.answer = answer_for(&d.id, &decision, next.as_ref());
     d.outcome = decision.outcome.clone();
     d.summary = decision.summary.clone();
-    d.explanation = decision.explain();
+    d.explanation = explanation.unwrap_or_else(|| decision.explain());
     d.checks = decision.checks;
     d
 }

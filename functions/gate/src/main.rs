@@ -33,6 +33,7 @@ async fn main() -> Result<(), Error> {
         timelines: &timelines,
         decisions: &store,
         approvals: &store,
+        controls: &store,
         notifier: &notifier,
     };
     let ports = &ports;

@@ -191,6 +191,7 @@ async fn run(
         timelines,
         decisions,
         approvals: &approvals,
+        controls: &approvals,
         notifier: &notifier,
     };
     handle(&job_event(user_parameters), &ports, now()).await.unwrap()

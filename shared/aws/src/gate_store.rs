@@ -6,6 +6,10 @@
 //!   (`ReturnValuesOnConditionCheckFailure = ALL_OLD`) and sends the same answer again.
 //! - An approval is one item per decision of a person, `pk = APPROVAL#<account>#<region>#<pipeline>#<execution>#<stage>`,
 //!   `sk = AT#<time>#<principal>`; the latest one wins (one Query, newest first, limit 1).
+//! - An ad-hoc freeze is one item per scope, `pk = FREEZE#<scope>`, `sk = ACTIVE`: a new freeze of the scope
+//!   replaces it, lifting it deletes it (the audit trail keeps the history). The gate reads its scopes with GetItem.
+//! - An override is one item per override, `pk = OVERRIDE#<account>#<region>#<pipeline>#<execution>#<stage>`,
+//!   `sk = AT#<time>#<principal>`; the latest one counts (one Query, newest first, limit 1).
 
 use std::collections::HashMap;
 
@@ -13,18 +17,20 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tollgate_domain::gate::{
-    approval_pk, outcome_word, ApprovalKey, ApprovalRecord, ApprovalRecords, DecisionWrite, GateDecision, GateDecisions,
+    approval_pk, freeze_pk, outcome_word, override_pk, ApprovalKey, ApprovalRecord, ApprovalRecords, DecisionWrite,
+    FreezeRecord, GateControls, GateDecision, GateDecisions, OverrideRecord,
 };
-use tollgate_domain::policy::ApprovalDecision;
+use tollgate_domain::policy::{ApprovalDecision, FreezeBound};
 use tollgate_domain::ports::StoreError;
 
 type Item = HashMap<String, AttributeValue>;
 
 const DECISION_SK: &str = "DECISION";
+const FREEZE_SK: &str = "ACTIVE";
 const DECISION: &str = "decision";
 const NOTIFIED: &str = "notified";
 
@@ -318,9 +324,155 @@ impl ApprovalRecords for DynamoDbGateStore {
     }
 }
 
+fn text_of(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn time_of(item: &Item, name: &str) -> Option<DateTime<Utc>> {
+    text_of(item, name)
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl DynamoDbGateStore {
+    fn read_freeze(&self, item: &Item) -> Result<FreezeRecord, StoreError> {
+        let bad = |what: &str| StoreError::Permanent(format!("an ad-hoc freeze in table {} has {what}", self.table));
+        let bound = |name: &str| {
+            text_of(item, name)
+                .and_then(|t| FreezeBound::parse(&t).ok())
+                .ok_or_else(|| bad(&format!("no readable `{name}`")))
+        };
+        Ok(FreezeRecord {
+            scope: text_of(item, "scope").ok_or_else(|| bad("no `scope`"))?,
+            from: bound("from")?,
+            until: bound("until")?,
+            reason: text_of(item, "reason").ok_or_else(|| bad("no `reason`"))?,
+            by: text_of(item, "by").ok_or_else(|| bad("no `by`"))?,
+            at: time_of(item, "at").ok_or_else(|| bad("no readable `at`"))?,
+        })
+    }
+}
+
+#[async_trait]
+impl GateControls for DynamoDbGateStore {
+    #[tracing::instrument(skip_all, fields(table = %self.table))]
+    async fn active_freezes(&self, scopes: &[String]) -> Result<Vec<FreezeRecord>, StoreError> {
+        let mut found = Vec::new();
+        for scope in scopes {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(freeze_pk(scope)))
+                .key("sk", s(FREEZE_SK))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error("GetItem (ad-hoc freeze)", &self.table, &e))?;
+            if let Some(item) = out.item {
+                found.push(self.read_freeze(&item)?);
+            }
+        }
+        Ok(found)
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, scope = %freeze.scope))]
+    async fn record_freeze(&self, freeze: &FreezeRecord) -> Result<(), StoreError> {
+        let item = Item::from([
+            ("pk".to_string(), s(freeze_pk(&freeze.scope))),
+            ("sk".to_string(), s(FREEZE_SK)),
+            ("kind".to_string(), s("freeze")),
+            ("scope".to_string(), s(&freeze.scope)),
+            ("from".to_string(), s(freeze.from.to_string())),
+            ("until".to_string(), s(freeze.until.to_string())),
+            ("reason".to_string(), s(&freeze.reason)),
+            ("by".to_string(), s(&freeze.by)),
+            ("at".to_string(), s(time(&freeze.at))),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem (ad-hoc freeze)", &self.table, &e))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, scope = %scope))]
+    async fn lift_freeze(&self, scope: &str) -> Result<Option<FreezeRecord>, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(freeze_pk(scope)))
+            .key("sk", s(FREEZE_SK))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| store_error("DeleteItem (ad-hoc freeze)", &self.table, &e))?;
+        match out.attributes {
+            Some(item) if !item.is_empty() => Ok(Some(self.read_freeze(&item)?)),
+            _ => Ok(None),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, stage = %o.key.stage))]
+    async fn record_override(&self, o: &OverrideRecord) -> Result<(), StoreError> {
+        let item = Item::from([
+            ("pk".to_string(), s(override_pk(&o.key))),
+            ("sk".to_string(), s(format!("AT#{}#{}", time(&o.at), o.by))),
+            ("kind".to_string(), s("override")),
+            ("by".to_string(), s(&o.by)),
+            ("reason".to_string(), s(&o.reason)),
+            ("at".to_string(), s(time(&o.at))),
+            ("ttl".to_string(), self.ttl(&o.at)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| store_error("PutItem (override)", &self.table, &e))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, stage = %key.stage))]
+    async fn latest_override(&self, key: &ApprovalKey) -> Result<Option<OverrideRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :at)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(override_pk(key)))
+            .expression_attribute_values(":at", s("AT#"))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("Query (latest override)", &self.table, &e))?;
+        let Some(item) = out.items().first() else {
+            return Ok(None);
+        };
+        let bad = |what: &str| StoreError::Permanent(format!("an override in table {} has {what}", self.table));
+        Ok(Some(OverrideRecord {
+            key: key.clone(),
+            by: text_of(item, "by").ok_or_else(|| bad("no `by`"))?,
+            reason: text_of(item, "reason").ok_or_else(|| bad("no `reason`"))?,
+            at: time_of(item, "at").ok_or_else(|| bad("no readable `at`"))?,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput;
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
     use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
     use aws_sdk_dynamodb::operation::query::QueryOutput;
     use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
@@ -350,6 +502,7 @@ mod tests {
                 message: "FAIL".into(),
                 external_execution_id: "job-1".into(),
             },
+            override_applied: None,
         }
     }
 
@@ -438,5 +591,146 @@ mod tests {
         assert_eq!(found.decision, ApprovalDecision::Approve);
         assert_eq!(found.groups, vec!["release-managers".to_string()]);
         assert_eq!(found.reason.as_deref(), Some("bake looks fine"));
+    }
+
+    fn freeze() -> FreezeRecord {
+        FreezeRecord {
+            scope: "pipeline:111122223333/eu-west-1/checkout".into(),
+            from: FreezeBound::parse("2026-11-20T10:00:00Z").unwrap(),
+            until: FreezeBound::parse("2026-11-27").unwrap(),
+            reason: "incident INC-42".into(),
+            by: "arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice".into(),
+            at: DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+    }
+
+    fn freeze_item(f: &FreezeRecord) -> Item {
+        HashMap::from([
+            ("pk".to_string(), s(freeze_pk(&f.scope))),
+            ("sk".to_string(), s("ACTIVE")),
+            ("scope".to_string(), s(&f.scope)),
+            ("from".to_string(), s(f.from.to_string())),
+            ("until".to_string(), s(f.until.to_string())),
+            ("reason".to_string(), s(&f.reason)),
+            ("by".to_string(), s(&f.by)),
+            ("at".to_string(), s("2026-11-20T10:00:00.000Z")),
+        ])
+    }
+
+    #[tokio::test]
+    async fn a_freeze_is_one_item_per_scope() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().unwrap();
+                r.condition_expression().is_none()
+                    && item["pk"].as_s().unwrap() == "FREEZE#pipeline:111122223333/eu-west-1/checkout"
+                    && item["sk"].as_s().unwrap() == "ACTIVE"
+                    && item["until"].as_s().unwrap() == "2026-11-27"
+                    && item["from"].as_s().unwrap() == "2026-11-20T10:00:00+00:00"
+                    && item["by"].as_s().unwrap().ends_with("ReleaseManager/alice")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        store.record_freeze(&freeze()).await.unwrap();
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn active_freezes_read_each_scope_and_skip_absent_ones() {
+        let pipeline = mock!(Client::get_item)
+            .match_requests(|r| {
+                r.key().unwrap()["pk"].as_s().unwrap() == "FREEZE#pipeline:111122223333/eu-west-1/checkout"
+                    && r.key().unwrap()["sk"].as_s().unwrap() == "ACTIVE"
+                    && r.consistent_read() == Some(true)
+            })
+            .then_output(|| GetItemOutput::builder().set_item(Some(freeze_item(&freeze()))).build());
+        let global = mock!(Client::get_item)
+            .match_requests(|r| r.key().unwrap()["pk"].as_s().unwrap() == "FREEZE#global")
+            .then_output(|| GetItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&pipeline, &global]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let scopes = vec![freeze().scope, "global".to_string()];
+        assert_eq!(store.active_freezes(&scopes).await.unwrap(), vec![freeze()]);
+        assert_eq!((pipeline.num_calls(), global.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn lifting_a_freeze_deletes_it_and_returns_what_was_there() {
+        let rule = mock!(Client::delete_item)
+            .match_requests(|r| {
+                r.key().unwrap()["pk"].as_s().unwrap() == "FREEZE#global"
+                    && r.return_values() == Some(&ReturnValue::AllOld)
+            })
+            .then_output(|| {
+                let mut f = freeze();
+                f.scope = "global".into();
+                DeleteItemOutput::builder()
+                    .set_attributes(Some(freeze_item(&f)))
+                    .build()
+            });
+        let none = mock!(Client::delete_item).then_output(|| DeleteItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule, &none]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let lifted = store.lift_freeze("global").await.unwrap().unwrap();
+        assert_eq!(
+            (lifted.scope.as_str(), lifted.reason.as_str()),
+            ("global", "incident INC-42")
+        );
+        assert_eq!(store.lift_freeze("global").await.unwrap(), None);
+    }
+
+    fn key() -> ApprovalKey {
+        ApprovalKey {
+            account: "111122223333".into(),
+            region: "eu-west-1".into(),
+            pipeline: "checkout".into(),
+            execution_id: "e-1".into(),
+            stage: "Production".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_override_is_put_under_its_gate_and_the_latest_is_one_query() {
+        let put = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().unwrap();
+                item["pk"].as_s().unwrap() == "OVERRIDE#111122223333#eu-west-1#checkout#e-1#Production"
+                    && item["sk"].as_s().unwrap() == "AT#2026-11-20T14:00:00.000Z#arn:aws:iam::1:user/bob"
+                    && item["reason"].as_s().unwrap() == "hotfix for INC-42"
+                    && item.contains_key("ttl")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let query = mock!(Client::query)
+            .match_requests(|r| {
+                r.expression_attribute_values().unwrap()[":pk"].as_s().unwrap()
+                    == "OVERRIDE#111122223333#eu-west-1#checkout#e-1#Production"
+                    && r.scan_index_forward() == Some(false)
+                    && r.limit() == Some(1)
+            })
+            .then_output(|| {
+                QueryOutput::builder()
+                    .items(HashMap::from([
+                        ("by".to_string(), s("arn:aws:iam::1:user/bob")),
+                        ("reason".to_string(), s("hotfix for INC-42")),
+                        ("at".to_string(), s("2026-11-20T14:00:00.000Z")),
+                    ]))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&put, &query]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let o = OverrideRecord {
+            key: key(),
+            by: "arn:aws:iam::1:user/bob".into(),
+            reason: "hotfix for INC-42".into(),
+            at: DateTime::parse_from_rfc3339("2026-11-20T14:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        };
+        store.record_override(&o).await.unwrap();
+        assert_eq!(store.latest_override(&key()).await.unwrap(), Some(o));
+        assert_eq!((put.num_calls(), query.num_calls()), (1, 1));
     }
 }

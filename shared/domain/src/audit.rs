@@ -56,6 +56,7 @@ pub mod action {
     pub const ROLLBACK: &str = "rollback";
     pub const CHANGESET_EXECUTE: &str = "changeset.execute";
     pub const FREEZE: &str = "freeze";
+    pub const UNFREEZE: &str = "unfreeze";
 }
 
 /// The scope of a pipeline's actions: `pipeline:<account>/<region>/<name>`.

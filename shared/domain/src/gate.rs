@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::{ExecutionKey, PipelineKey};
 use crate::notify::{Notification, NotificationKind, Severity};
+use crate::policy::window::freeze_span;
 use crate::policy::{
-    AlarmFact, ApprovalDecision, ApprovalFact, CheckResult, Decision, Facts, MinRequests, Outcome, Policy,
-    UpstreamCheck,
+    AlarmFact, ApprovalDecision, ApprovalFact, CheckResult, Decision, Facts, Freeze, FreezeBound, MinRequests, Outcome,
+    Policy, UpstreamCheck,
 };
 use crate::ports::{StoreError, TimelineQueries};
 use crate::query::execution_timeline;
@@ -266,6 +267,9 @@ pub struct GateDecision {
     /// The earlier decisions of the same wait, oldest first (from the continuation token).
     pub previous: Vec<String>,
     pub answer: JobAnswer,
+    /// An override found for this execution and stage, and whether it was honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_applied: Option<OverrideOutcome>,
 }
 
 impl GateDecision {
@@ -405,6 +409,162 @@ impl ApprovalRecord {
 pub trait ApprovalRecords: Send + Sync {
     async fn record_approval(&self, approval: &ApprovalRecord) -> Result<(), StoreError>;
     async fn latest_approval(&self, key: &ApprovalKey) -> Result<Option<ApprovalRecord>, StoreError>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ad-hoc freezes and overrides.
+
+/// The scope of a freeze on every pipeline.
+pub const GLOBAL_SCOPE: &str = "global";
+
+/// `FREEZE#<scope>`.
+pub fn freeze_pk(scope: &str) -> String {
+    format!("FREEZE#{scope}")
+}
+
+/// `OVERRIDE#<account>#<region>#<pipeline>#<execution_id>#<stage>`.
+pub fn override_pk(k: &ApprovalKey) -> String {
+    format!(
+        "OVERRIDE#{}#{}#{}#{}#{}",
+        k.account, k.region, k.pipeline, k.execution_id, k.stage
+    )
+}
+
+/// Checks a freeze scope: `global` or `pipeline:<account>/<region>/<pipeline>` (the audit trail's pipeline scope).
+pub fn parse_freeze_scope(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if t == GLOBAL_SCOPE {
+        return Ok(t.to_string());
+    }
+    let parts: Option<Vec<&str>> = t.strip_prefix("pipeline:").map(|rest| rest.split('/').collect());
+    match parts {
+        Some(p) if p.len() == 3 && p.iter().all(|s| !s.is_empty() && !s.chars().any(char::is_whitespace)) => {
+            Ok(t.to_string())
+        }
+        _ => Err(format!(
+            "{text:?} is not a freeze scope (expected `global` or pipeline:<account>/<region>/<pipeline>)"
+        )),
+    }
+}
+
+/// The freeze scopes that apply to a job: its pipeline's, then `global`.
+pub fn freeze_scopes(ctx: &JobContext) -> Vec<String> {
+    vec![
+        crate::audit::pipeline_scope(&ctx.pipeline_key(&ctx.pipeline)),
+        GLOBAL_SCOPE.to_string(),
+    ]
+}
+
+/// A freeze declared from the command line (`tollgate freeze`), on a pipeline or on every pipeline. One per scope:
+/// a new freeze of a scope replaces the previous one; `tollgate unfreeze` deletes it (the audit trail keeps both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeRecord {
+    pub scope: String,
+    pub from: FreezeBound,
+    pub until: FreezeBound,
+    pub reason: String,
+    /// The caller's ARN (sts:GetCallerIdentity).
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl FreezeRecord {
+    /// The freeze as a policy freeze, named `ad-hoc freeze by <who>: <reason>`; dates are in the policy's zone.
+    pub fn policy_freeze(&self) -> Freeze {
+        Freeze {
+            name: format!("ad-hoc freeze by {}: {}", self.by, self.reason),
+            from: self.from,
+            to: self.until,
+            reason: None,
+        }
+    }
+}
+
+/// `policy` with the ad-hoc freezes that have not ended by `now` added to its freezes, so the freeze check evaluates
+/// and explains them exactly like the policy's own.
+pub fn with_ad_hoc_freezes(policy: &Policy, freezes: &[FreezeRecord], now: DateTime<Utc>) -> Policy {
+    let tz = policy.zone();
+    let added: Vec<Freeze> = freezes
+        .iter()
+        .map(FreezeRecord::policy_freeze)
+        .filter(|f| freeze_span(f, tz).is_some_and(|(start, end)| start < end && end > now))
+        .collect();
+    let mut p = policy.clone();
+    if !added.is_empty() {
+        p.freezes.get_or_insert_with(Vec::new).extend(added);
+    }
+    p
+}
+
+/// An override of one gate (`tollgate override`): the gate passes whatever its checks say, if `by` may approve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideRecord {
+    pub key: ApprovalKey,
+    /// The caller's ARN (sts:GetCallerIdentity).
+    pub by: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What the gate made of an override, kept with its decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideOutcome {
+    pub by: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+    /// True when the override made the gate pass.
+    pub honoured: bool,
+    /// The line added to the explanation.
+    pub note: String,
+}
+
+/// Applies an override to an evaluated decision. Honoured only when the policy has an `approval` section and `by`
+/// matches one of its `approvers` patterns: then the outcome is Pass, every check stays as evaluated, and the
+/// explanation says who overrode it and why. Otherwise the decision is unchanged but for a line saying why the
+/// override was refused. Returns the explanation to record.
+pub fn apply_override(policy: &Policy, decision: &mut Decision, o: &OverrideRecord) -> (String, OverrideOutcome) {
+    let reason = o.reason.trim();
+    let refused = |why: &str| format!("override by {} refused: {why}", o.by);
+    let (honoured, note) = match &policy.approval {
+        None => (
+            false,
+            refused("the policy has no approval section, so no one may override this gate"),
+        ),
+        Some(_) if reason.is_empty() => (false, refused("it gives no reason")),
+        Some(a) if a.approvers.iter().any(|p| p.matches(&o.by)) => (true, format!("overridden by {}: {reason}", o.by)),
+        Some(_) => (false, refused("not an authorised approver")),
+    };
+    if honoured {
+        decision.summary = format!("{note} (without the override: {})", decision.summary);
+        decision.outcome = Outcome::Pass;
+    } else {
+        decision.summary = format!("{}; {note}", decision.summary);
+    }
+    let explanation = format!("{}  {note}\n", decision.explain());
+    (
+        explanation,
+        OverrideOutcome {
+            by: o.by.clone(),
+            reason: reason.to_string(),
+            at: o.at,
+            honoured,
+            note,
+        },
+    )
+}
+
+/// Where ad-hoc freezes and overrides are kept.
+#[async_trait]
+pub trait GateControls: Send + Sync {
+    /// The freezes recorded for `scopes` (not lifted; possibly ended or not yet begun).
+    async fn active_freezes(&self, scopes: &[String]) -> Result<Vec<FreezeRecord>, StoreError>;
+    /// Records a freeze, replacing the scope's previous one.
+    async fn record_freeze(&self, freeze: &FreezeRecord) -> Result<(), StoreError>;
+    /// Lifts the scope's freeze (deletes it), returning it; None when there was none.
+    async fn lift_freeze(&self, scope: &str) -> Result<Option<FreezeRecord>, StoreError>;
+    async fn record_override(&self, o: &OverrideRecord) -> Result<(), StoreError>;
+    /// The latest override of the gate.
+    async fn latest_override(&self, key: &ApprovalKey) -> Result<Option<OverrideRecord>, StoreError>;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -697,6 +857,8 @@ pub fn gate_blocked_notification(decision: &GateDecision) -> Notification {
 pub struct MemoryGateStore {
     decisions: Mutex<BTreeMap<String, (GateDecision, bool)>>,
     approvals: Mutex<BTreeMap<ApprovalKey, Vec<ApprovalRecord>>>,
+    freezes: Mutex<BTreeMap<String, FreezeRecord>>,
+    overrides: Mutex<BTreeMap<ApprovalKey, Vec<OverrideRecord>>>,
     writes: Mutex<u64>,
 }
 
@@ -768,6 +930,34 @@ impl ApprovalRecords for MemoryGateStore {
         Ok(lock(&self.approvals)
             .get(key)
             .and_then(|all| all.iter().max_by_key(|a| a.at).cloned()))
+    }
+}
+
+#[async_trait]
+impl GateControls for MemoryGateStore {
+    async fn active_freezes(&self, scopes: &[String]) -> Result<Vec<FreezeRecord>, StoreError> {
+        let freezes = lock(&self.freezes);
+        Ok(scopes.iter().filter_map(|s| freezes.get(s).cloned()).collect())
+    }
+
+    async fn record_freeze(&self, freeze: &FreezeRecord) -> Result<(), StoreError> {
+        lock(&self.freezes).insert(freeze.scope.clone(), freeze.clone());
+        Ok(())
+    }
+
+    async fn lift_freeze(&self, scope: &str) -> Result<Option<FreezeRecord>, StoreError> {
+        Ok(lock(&self.freezes).remove(scope))
+    }
+
+    async fn record_override(&self, o: &OverrideRecord) -> Result<(), StoreError> {
+        lock(&self.overrides).entry(o.key.clone()).or_default().push(o.clone());
+        Ok(())
+    }
+
+    async fn latest_override(&self, key: &ApprovalKey) -> Result<Option<OverrideRecord>, StoreError> {
+        Ok(lock(&self.overrides)
+            .get(key)
+            .and_then(|all| all.iter().max_by_key(|o| o.at).cloned()))
     }
 }
 
@@ -1218,6 +1408,48 @@ mod tests {
     }
 
     #[test]
+    fn freeze_scopes_are_global_or_a_pipeline() {
+        assert_eq!(parse_freeze_scope(" global ").unwrap(), "global");
+        let p = "pipeline:111122223333/eu-west-1/checkout-service";
+        assert_eq!(parse_freeze_scope(p).unwrap(), p);
+        for bad in [
+            "",
+            "pipeline:checkout",
+            "pipeline:1/r/",
+            "pipeline:1/r/p/x",
+            "Global",
+            "account:1",
+        ] {
+            assert!(parse_freeze_scope(bad).is_err(), "{bad}");
+        }
+        assert_eq!(freeze_scopes(&job_context()), vec![p.to_string(), "global".into()]);
+        assert_eq!(freeze_pk("global"), "FREEZE#global");
+        assert_eq!(
+            override_pk(&job_context().approval_key()),
+            "OVERRIDE#111122223333#eu-west-1#checkout-service#prod-1#Production"
+        );
+    }
+
+    #[test]
+    fn ad_hoc_freezes_join_the_policys_unless_they_are_over() {
+        let policy = crate::policy::parse_policy("p.yaml", "version: 1\nname: p\nmax_wait: 1h\n").unwrap();
+        let record = |until: &str| FreezeRecord {
+            scope: "global".into(),
+            from: FreezeBound::parse("2026-11-20").unwrap(),
+            until: FreezeBound::parse(until).unwrap(),
+            reason: "INC-42".into(),
+            by: "arn:aws:iam::1:user/bob".into(),
+            at: at("2026-11-20T09:00:00Z"),
+        };
+        let now = at("2026-11-21T12:00:00Z");
+        let p = with_ad_hoc_freezes(&policy, &[record("2026-11-22"), record("2026-11-20")], now);
+        let freezes = p.freezes.unwrap();
+        assert_eq!(freezes.len(), 1);
+        assert_eq!(freezes[0].name, "ad-hoc freeze by arn:aws:iam::1:user/bob: INC-42");
+        assert_eq!(with_ad_hoc_freezes(&policy, &[record("2026-11-20")], now).freezes, None);
+    }
+
+    #[test]
     fn a_blocked_gate_reads_in_chat_with_its_explanation() {
         let decision = GateDecision {
             id: "job-1".into(),
@@ -1240,6 +1472,7 @@ mod tests {
                 message: "m".into(),
                 external_execution_id: "job-1".into(),
             },
+            override_applied: None,
         };
         let n = gate_blocked_notification(&decision);
         assert_eq!((n.kind.as_str(), n.severity.as_str()), ("gate_blocked", "warning"));

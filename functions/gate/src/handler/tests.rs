@@ -6,13 +6,13 @@ use async_trait::async_trait;
 use chrono::Duration;
 use serde_json::json;
 use tollgate_domain::gate::{
-    ApprovalKey, ApprovalRecord, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs, MemoryPolicySource,
-    CONCURRENCY_UNAVAILABLE, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
+    ApprovalKey, ApprovalRecord, FreezeRecord, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
+    MemoryPolicySource, OverrideRecord, CONCURRENCY_UNAVAILABLE, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
 };
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::notify::NotificationKind;
 use tollgate_domain::parse::parse_event;
-use tollgate_domain::policy::{AlarmFact, AlarmState, ApprovalDecision};
+use tollgate_domain::policy::{AlarmFact, AlarmState, ApprovalDecision, FreezeBound};
 use tollgate_domain::ports::{EventRecorder, StoreError};
 
 use super::*;
@@ -98,6 +98,7 @@ impl World {
             timelines: &self.timelines,
             decisions: &self.store,
             approvals: &self.store,
+            controls: &self.store,
             notifier: &self.notifier,
         }
     }
@@ -513,5 +514,156 @@ fn the_raw_event_trace_of_the_runtime_is_never_enabled() {
     assert!(
         filter.contains("lambda_runtime::layers::api_response=debug"),
         "{filter}"
+    );
+}
+
+// ------------------------------------------------------------------ ad-hoc freezes and overrides
+
+const JOB2: &str = "8b4f0e53-6a72-43b4-9cd0-4b5c6d7e8f90";
+const ALICE: &str = "arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice";
+const MALLORY: &str = "arn:aws:sts::111122223333:assumed-role/Developer/mallory";
+const APPROVAL_POLICY: &str = "version: 1\nname: p\nmax_wait: 1d\napproval:\n  approvers: [\"arn:aws:sts::111122223333:assumed-role/ReleaseManager/*\"]\n";
+
+fn two_jobs(world: World) -> World {
+    World {
+        jobs: MemoryPipelineJobs::new()
+            .with_job(JOB, context())
+            .with_job(JOB2, context()),
+        ..world
+    }
+}
+
+fn ad_hoc_freeze(scope: &str, until: &str) -> FreezeRecord {
+    FreezeRecord {
+        scope: scope.into(),
+        from: FreezeBound::Instant((now() - Duration::hours(1)).fixed_offset()),
+        until: FreezeBound::parse(until).unwrap(),
+        reason: "incident INC-42".into(),
+        by: ALICE.into(),
+        at: now() - Duration::hours(1),
+    }
+}
+
+fn an_override(by: &str) -> OverrideRecord {
+    OverrideRecord {
+        key: context().approval_key(),
+        by: by.into(),
+        reason: "hotfix for INC-42, checked by hand".into(),
+        at: now() - Duration::minutes(5),
+    }
+}
+
+#[tokio::test]
+async fn an_ad_hoc_freeze_blocks_the_gate_explained_and_lifting_it_lets_it_pass() {
+    let world = two_jobs(World::new(BAKE_POLICY));
+    world.stage("Staging", "SUCCEEDED", now() - Duration::hours(3)).await;
+    let scope = "pipeline:111122223333/eu-west-1/checkout-service";
+    world
+        .store
+        .record_freeze(&ad_hoc_freeze(scope, "2026-11-21"))
+        .await
+        .unwrap();
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!(report.outcome, "fail");
+    let (_, message) = failure_message(&world.last_answer());
+    assert!(
+        message.contains(&format!(
+            "freeze ad-hoc freeze by {ALICE}: incident INC-42 until 2026-11-21 23:59 UTC"
+        )),
+        "{message}"
+    );
+    let recorded = world.store.decisions();
+    assert!(
+        recorded[0].explanation.contains("✗ freeze"),
+        "{}",
+        recorded[0].explanation
+    );
+
+    world.store.lift_freeze(scope).await.unwrap().unwrap();
+    assert_eq!(world.run(JOB2, "production", None, now()).await.outcome, "pass");
+}
+
+#[tokio::test]
+async fn a_global_freeze_holds_every_pipeline_and_an_ended_one_is_ignored() {
+    let world = two_jobs(World::new(BAKE_POLICY));
+    world.stage("Staging", "SUCCEEDED", now() - Duration::hours(3)).await;
+    // Ends in an hour: the gate waits for it.
+    let until = (now() + Duration::hours(1)).to_rfc3339();
+    world
+        .store
+        .record_freeze(&ad_hoc_freeze("global", &until))
+        .await
+        .unwrap();
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!(report.outcome, "wait");
+    assert!(world.store.decisions()[0].explanation.contains("ad-hoc freeze by"));
+    // Once it has ended it is not even listed.
+    let report = world.run(JOB2, "production", None, now() + Duration::hours(2)).await;
+    assert_eq!(report.outcome, "pass");
+    let d = world.store.decision(JOB2).await.unwrap().unwrap();
+    assert!(!d.explanation.contains("ad-hoc"), "{}", d.explanation);
+}
+
+#[tokio::test]
+async fn an_override_by_an_authorised_approver_passes_with_every_check_explained() {
+    let world = World::new(APPROVAL_POLICY);
+    world.store.record_override(&an_override(ALICE)).await.unwrap();
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!(report.outcome, "pass");
+    let JobAnswer::Success { output_variables, .. } = world.last_answer() else {
+        panic!("not a success")
+    };
+    assert_eq!(output_variables[OUTCOME_VARIABLE], "PASS");
+    let d = world.store.decision(JOB).await.unwrap().unwrap();
+    assert!(d.explanation.starts_with("PASS: overridden by"), "{}", d.explanation);
+    assert!(
+        d.explanation.contains("… approval"),
+        "the approval check is still explained: {}",
+        d.explanation
+    );
+    assert!(
+        d.explanation.contains(&format!(
+            "  overridden by {ALICE}: hotfix for INC-42, checked by hand\n"
+        )),
+        "{}",
+        d.explanation
+    );
+    let applied = d.override_applied.unwrap();
+    assert!(applied.honoured);
+    assert_eq!(applied.by, ALICE);
+}
+
+#[tokio::test]
+async fn an_override_by_someone_who_may_not_approve_is_refused() {
+    let world = World::new(APPROVAL_POLICY);
+    world.store.record_override(&an_override(MALLORY)).await.unwrap();
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!(report.outcome, "wait");
+    let d = world.store.decision(JOB).await.unwrap().unwrap();
+    let line = format!("override by {MALLORY} refused: not an authorised approver");
+    assert!(d.explanation.contains(&line), "{}", d.explanation);
+    assert!(d.summary.contains(&line), "{}", d.summary);
+    assert!(!d.override_applied.unwrap().honoured);
+}
+
+#[tokio::test]
+async fn without_an_approval_section_an_override_is_refused_saying_so() {
+    let policy = BAKE_POLICY.replace("  wait: 30m\n", "");
+    let mut world = World::new(&policy);
+    world.cloudwatch = MemoryCloudWatch::new().with_alarms(Ok(vec![AlarmFact {
+        name: "checkout-service-5xx".into(),
+        state: AlarmState::Alarm,
+        since: now() - Duration::minutes(3),
+    }]));
+    world.stage("Staging", "SUCCEEDED", now() - Duration::hours(3)).await;
+    world.store.record_override(&an_override(ALICE)).await.unwrap();
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!(report.outcome, "fail");
+    let (_, message) = failure_message(&world.last_answer());
+    assert!(
+        message.contains(&format!(
+            "override by {ALICE} refused: the policy has no approval section"
+        )),
+        "{message}"
     );
 }
