@@ -19,12 +19,14 @@ use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
+use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
 use tollgate_domain::gate::{
     answer_for, apply_override, freeze_scopes, gate_blocked_notification, gather_facts, truncate_with_note,
     with_ad_hoc_freezes, AlarmStates, AnswerSent, ApprovalRecords, Continuation, DecisionWrite, FactSources,
     FailureKind, GateControls, GateDecision, GateDecisions, JobAnswer, JobApiError, JobContext, MetricTotals,
     PipelineJobs, PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
 };
+use tollgate_domain::keys::PipelineKey;
 use tollgate_domain::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
 use tollgate_domain::ports::{Notifier, TimelineQueries};
 
@@ -41,6 +43,8 @@ pub struct Ports<'a> {
     pub approvals: &'a dyn ApprovalRecords,
     /// Ad-hoc freezes and overrides.
     pub controls: &'a dyn GateControls,
+    /// Every new decision is appended to the pipeline's audit trail.
+    pub audit: &'a dyn AuditLog,
     pub notifier: &'a dyn Notifier,
 }
 
@@ -106,6 +110,9 @@ pub async fn handle(event: &Value, ports: &Ports<'_>, now: DateTime<Utc>) -> Res
         }
     };
     log_decision(&decision, duplicate);
+    if recorded && !duplicate {
+        audit_decision(ports.audit, &decision).await;
+    }
 
     if decision.notifies() && !notified {
         match ports.notifier.publish(&gate_blocked_notification(&decision)).await {
@@ -141,6 +148,37 @@ pub async fn handle(event: &Value, ports: &Ports<'_>, now: DateTime<Utc>) -> Res
         answered_now: sent == AnswerSent::Sent,
         notified,
     })
+}
+
+/// Appends a new decision to its pipeline's audit trail. A failure is logged, not fatal: the decision itself is
+/// recorded and the job must still be answered; `tollgate audit verify` shows the chain stays whole either way.
+async fn audit_decision(audit: &dyn AuditLog, d: &GateDecision) {
+    let (scope, subject) = match d.context.as_ref() {
+        Some(c) => (
+            pipeline_scope(&PipelineKey {
+                account: c.account.clone(),
+                region: c.region.clone(),
+                pipeline: c.pipeline.clone(),
+            }),
+            format!("{}/{}", c.execution_id, c.stage),
+        ),
+        None => (GLOBAL_SCOPE.to_string(), format!("job {}", d.job_id)),
+    };
+    let entry = NewAuditEntry {
+        scope,
+        at: d.decided_at,
+        actor: d.decided_by.clone(),
+        action: audit_action::GATE_DECISION.to_string(),
+        subject,
+        detail: serde_json::json!({
+            "decision_id": d.id,
+            "outcome": d.outcome_word(),
+            "summary": d.summary,
+        }),
+    };
+    if let Err(e) = audit.append(entry).await {
+        tracing::error!(decision_id = %d.id, error = %e, "the decision could not be appended to the audit trail");
+    }
 }
 
 fn log_decision(d: &GateDecision, duplicate: bool) {

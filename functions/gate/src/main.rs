@@ -34,6 +34,7 @@ async fn main() -> Result<(), Error> {
         decisions: &store,
         approvals: &store,
         controls: &store,
+        audit: &timelines,
         notifier: &notifier,
     };
     let ports = &ports;

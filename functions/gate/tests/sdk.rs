@@ -183,6 +183,7 @@ async fn run(
     let policies = MemoryPolicySource::new().with_file("policies/production.yaml", policy);
     let approvals = MemoryGateStore::new();
     let notifier = MemoryNotifier::new();
+    let audit = tollgate_domain::audit::MemoryAuditLog::default();
     let ports = Ports {
         jobs: &jobs,
         policies: &policies,
@@ -192,6 +193,7 @@ async fn run(
         decisions,
         approvals: &approvals,
         controls: &approvals,
+        audit: &audit,
         notifier: &notifier,
     };
     handle(&job_event(user_parameters), &ports, now()).await.unwrap()

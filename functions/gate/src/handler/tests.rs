@@ -1,6 +1,7 @@
 //! The handler's logic with in-memory ports: what is decided, recorded, announced and answered.
 
 use std::sync::{Arc, Mutex};
+use tollgate_domain::audit::AuditLog;
 
 use async_trait::async_trait;
 use chrono::Duration;
@@ -71,6 +72,7 @@ struct World {
     timelines: MemoryStore,
     store: MemoryGateStore,
     notifier: MemoryNotifier,
+    audit: tollgate_domain::audit::MemoryAuditLog,
 }
 
 impl World {
@@ -86,6 +88,7 @@ impl World {
             timelines: MemoryStore::new(),
             store: MemoryGateStore::new(),
             notifier: MemoryNotifier::new(),
+            audit: Default::default(),
         }
     }
 
@@ -99,6 +102,7 @@ impl World {
             decisions: &self.store,
             approvals: &self.store,
             controls: &self.store,
+            audit: &self.audit,
             notifier: &self.notifier,
         }
     }
@@ -271,6 +275,15 @@ async fn the_same_job_twice_gives_the_same_answer_and_one_decision() {
     assert_eq!(world.store.decision_writes(), 1);
     assert_eq!(world.notifier.sent().len(), 1, "announced once");
     assert!(!again.answered_now, "CodePipeline had the answer already");
+    // One decision, one audit entry, in the pipeline's chain.
+    let scope = "pipeline:111122223333/eu-west-1/checkout-service";
+    let entries = world.audit.entries(scope).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].action, "gate.decision");
+    assert_eq!(entries[0].subject, format!("{EXECUTION}/Production"));
+    assert_eq!(entries[0].detail["outcome"], "wait");
+    let head = world.audit.head(scope).await.unwrap();
+    tollgate_domain::audit::verify(scope, &entries, head.as_ref()).unwrap();
 }
 
 #[tokio::test]
