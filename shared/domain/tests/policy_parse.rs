@@ -636,3 +636,27 @@ fn no_overrides_leaves_the_policy_as_it_is() {
     let p = production();
     assert_eq!(p.with_overrides(&BTreeMap::new()).unwrap(), p);
 }
+
+#[test]
+fn stars_and_ampersands_in_text_are_not_mistaken_for_aliases() {
+    let text = r#"version: 1
+name: text-with-stars
+max_wait: 1h
+timezone: Europe/Berlin
+freezes:
+  - name: "R&D *offsite*"
+    from: 2026-12-20
+    to: 2026-12-21
+    reason: |
+      * no deploys during the offsite
+      & no exceptions
+approval:
+  approvers: [arn:aws:iam::111122223333:role/Release*, "arn:aws:sts::111122223333:assumed-role/Ops/*"]
+"#;
+    let policy = tollgate_domain::policy::parse_policy("stars.yaml", text).expect("valid");
+    assert_eq!(policy.name, "text-with-stars");
+    let err = tollgate_domain::policy::parse_policy("alias.yaml", "version: 1\nname: &n x\nmax_wait: 1h\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("alias.yaml:2:7: YAML anchors are not allowed"), "{err}");
+}

@@ -103,6 +103,7 @@ pub fn parse_policy(name_for_errors: &str, text: &str) -> Result<Policy, PolicyE
             "the policy is empty (expected a mapping with version, name, max_wait and the checks)",
         ));
     }
+    prescan(file, text)?;
     if let Err(e) = serde_yaml::from_str::<IgnoredAny>(text) {
         let mut message = clean_message(&e.to_string(), &[]);
         if message.starts_with("found character that cannot start any token") && text.contains('\t') {
@@ -134,6 +135,92 @@ pub fn validate_file(path: impl AsRef<std::path::Path>) -> Result<Policy, Policy
     }
     let text = std::fs::read_to_string(path).map_err(|e| io(format!("cannot read the policy: {e}")))?;
     parse_policy(&name, &text)
+}
+
+/// Deepest flow nesting (`[` and `{`) a policy may use; real policies use two or three.
+pub const MAX_FLOW_DEPTH: usize = 32;
+
+/// Refuses, before the YAML parser sees them, the two constructs a policy never needs and a hostile file could use
+/// to stall or exhaust the gate: anchors and aliases (which the parser expands without a bound on size) and deep
+/// flow nesting (whose scanning time grows with the square of the depth). Quoted strings, comments and block
+/// scalars are skipped, so `*` in an ARN pattern or in free text is fine.
+fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
+    let refuse = |line: usize, column: usize, message: String| {
+        Err(PolicyError::new(file, PolicyErrorKind::Syntax, None, message).at(Some(Location { line, column })))
+    };
+    let mut depth = 0usize;
+    let mut block_indent: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(b) = block_indent {
+            if line.trim().is_empty() || indent > b {
+                continue;
+            }
+            block_indent = None;
+        }
+        let chars: Vec<char> = line.chars().collect();
+        let (mut quote, mut prev) = (None::<char>, ' ');
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match quote {
+                Some('"') if c == '\\' => i += 1,
+                Some(q) if c == q => {
+                    // '' inside a single-quoted string is an escaped quote.
+                    if q == '\'' && chars.get(i + 1) == Some(&'\'') {
+                        i += 1;
+                    } else {
+                        quote = None;
+                    }
+                }
+                Some(_) => {}
+                None => match c {
+                    '#' if prev.is_whitespace() => break,
+                    '"' | '\'' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => quote = Some(c),
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > MAX_FLOW_DEPTH {
+                            return refuse(
+                                n + 1,
+                                i + 1,
+                                format!("lists and mappings are nested more than {MAX_FLOW_DEPTH} levels deep"),
+                            );
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    '&' | '*'
+                        if (prev.is_whitespace() || matches!(prev, '[' | '{' | ','))
+                            && chars
+                                .get(i + 1)
+                                .is_some_and(|n| !n.is_whitespace() && !",[]{}".contains(*n)) =>
+                    {
+                        return refuse(
+                            n + 1,
+                            i + 1,
+                            format!(
+                                "YAML {} are not allowed in a policy: write the value out (quote it if it starts with {c})",
+                                if c == '&' { "anchors" } else { "aliases" }
+                            ),
+                        );
+                    }
+                    _ => {}
+                },
+            }
+            prev = c;
+            i += 1;
+        }
+        // A block scalar (`key: |`, `- >-`): the more indented lines after it are text.
+        let trimmed = line.split(" #").next().unwrap_or("").trim_end();
+        let ends_block = trimmed.rsplit(|ch: char| ch.is_whitespace()).next().is_some_and(|t| {
+            !t.is_empty()
+                && (t.starts_with('|') || t.starts_with('>'))
+                && t[1..].chars().all(|x| "+-0123456789".contains(x))
+        });
+        if quote.is_none() && ends_block && trimmed.len() > 1 {
+            block_indent = Some(indent);
+        }
+    }
+    Ok(())
 }
 
 fn location_of(e: &serde_yaml::Error) -> Option<Location> {
