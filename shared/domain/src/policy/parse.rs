@@ -160,6 +160,9 @@ fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
         }
         let chars: Vec<char> = line.chars().collect();
         let (mut quote, mut prev) = (None::<char>, ' ');
+        // The last character outside quotes that was not a space: a quote opens a quoted scalar only where a token
+        // starts (after `:`, `-`, `?`, `,`, `[`, `{` or at the start of the line), not inside a plain scalar.
+        let mut last: Option<char> = None;
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
@@ -176,7 +179,12 @@ fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
                 Some(_) => {}
                 None => match c {
                     '#' if prev.is_whitespace() => break,
-                    '"' | '\'' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => quote = Some(c),
+                    '"' | '\''
+                        if (prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':'))
+                            && matches!(last, None | Some(':' | '-' | '?' | ',' | '[' | '{')) =>
+                    {
+                        quote = Some(c)
+                    }
                     '[' | '{' => {
                         depth += 1;
                         if depth > MAX_FLOW_DEPTH {
@@ -205,6 +213,9 @@ fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
                     }
                     _ => {}
                 },
+            }
+            if quote.is_none() && !c.is_whitespace() {
+                last = Some(c);
             }
             prev = c;
             i += 1;

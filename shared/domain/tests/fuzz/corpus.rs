@@ -355,6 +355,10 @@ pub const YAML_SCALARS: &[&str] = &[
     "[]",
     "[[]]",
     "{a: }",
+    // Quote characters inside plain scalars: text, not the start of a quoted string.
+    "a \"b",
+    "a 'b",
+    "[a \"b, c]",
 ];
 
 /// Extra keys: typos of real fields, unknown ones, merge keys.
