@@ -644,7 +644,7 @@ name: text-with-stars
 max_wait: 1h
 timezone: Europe/Berlin
 freezes:
-  - name: "R&D *offsite*"
+  - name: "R&D offsite"
     from: 2026-12-20
     to: 2026-12-21
     reason: |
@@ -659,4 +659,16 @@ approval:
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("alias.yaml:2:7: YAML anchors are not allowed"), "{err}");
+    // Fail closed: a word starting with `*` is refused even in quotes, and so is a lone CR line break.
+    let quoted = tollgate_domain::policy::parse_policy("q.yaml", "version: 1\nname: \"a *b\"\nmax_wait: 1h\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        quoted.starts_with("q.yaml:2:10: YAML aliases are not allowed"),
+        "{quoted}"
+    );
+    let cr = tollgate_domain::policy::parse_policy("cr.yaml", "version: 1 # c\rname: x\nmax_wait: 1h\n")
+        .unwrap_err()
+        .to_string();
+    assert!(cr.starts_with("cr.yaml:1:15: line break U+000D"), "{cr}");
 }

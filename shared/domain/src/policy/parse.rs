@@ -140,95 +140,66 @@ pub fn validate_file(path: impl AsRef<std::path::Path>) -> Result<Policy, Policy
 /// Deepest flow nesting (`[` and `{`) a policy may use; real policies use two or three.
 pub const MAX_FLOW_DEPTH: usize = 32;
 
-/// Refuses, before the YAML parser sees them, the two constructs a policy never needs and a hostile file could use
-/// to stall or exhaust the gate: anchors and aliases (which the parser expands without a bound on size) and deep
-/// flow nesting (whose scanning time grows with the square of the depth). Quoted strings, comments and block
-/// scalars are skipped, so `*` in an ARN pattern or in free text is fine.
+/// Refuses, before the YAML parser sees them, the constructs a policy never needs and a hostile file could use to
+/// stall or exhaust the gate: anchors and aliases (which the parser expands without a bound on size) and deep flow
+/// nesting (whose scanning time grows with the square of the depth).
+///
+/// It fails closed rather than re-tokenising YAML (every attempt to skip quotes, comments or block scalars left a way
+/// past it): every `[` and `{` counts toward the depth wherever it stands; any `&` or `*` that starts a word is taken
+/// for an anchor or alias when it starts a token (after a space, `[`, `{`, `,`, `:` or at the start of a line), even
+/// in quoted or block text (`*` after `/`, as in ARN patterns, is fine; elsewhere quote-and-rephrase);
+/// and line breaks other than LF and CRLF (a lone CR, NEL, LS, PS), which YAML honours and a line scan would not, are
+/// refused.
 fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
     let refuse = |line: usize, column: usize, message: String| {
         Err(PolicyError::new(file, PolicyErrorKind::Syntax, None, message).at(Some(Location { line, column })))
     };
     let mut depth = 0usize;
-    let mut block_indent: Option<usize> = None;
-    for (n, line) in text.lines().enumerate() {
-        let indent = line.len() - line.trim_start_matches(' ').len();
-        if let Some(b) = block_indent {
-            if line.trim().is_empty() || indent > b {
-                continue;
-            }
-            block_indent = None;
-        }
-        let chars: Vec<char> = line.chars().collect();
-        let (mut quote, mut prev) = (None::<char>, ' ');
-        // The last character outside quotes that was not a space: a quote opens a quoted scalar only where a token
-        // starts (after `:`, `-`, `?`, `,`, `[`, `{` or at the start of the line), not inside a plain scalar.
-        let mut last: Option<char> = None;
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            match quote {
-                Some('"') if c == '\\' => i += 1,
-                Some(q) if c == q => {
-                    // '' inside a single-quoted string is an escaped quote.
-                    if q == '\'' && chars.get(i + 1) == Some(&'\'') {
-                        i += 1;
-                    } else {
-                        quote = None;
-                    }
+    for (n, line) in text.split('\n').enumerate() {
+        let chars: Vec<char> = line.strip_suffix('\r').unwrap_or(line).chars().collect();
+        for (i, &c) in chars.iter().enumerate() {
+            let (line_no, column) = (n + 1, i + 1);
+            let prev = if i == 0 { ' ' } else { chars[i - 1] };
+            match c {
+                '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                    return refuse(
+                        line_no,
+                        column,
+                        format!(
+                            "line break U+{:04X} is not allowed in a policy (use LF or CRLF line endings)",
+                            c as u32
+                        ),
+                    )
                 }
-                Some(_) => {}
-                None => match c {
-                    '#' if prev.is_whitespace() => break,
-                    '"' | '\''
-                        if (prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':'))
-                            && matches!(last, None | Some(':' | '-' | '?' | ',' | '[' | '{')) =>
-                    {
-                        quote = Some(c)
-                    }
-                    '[' | '{' => {
-                        depth += 1;
-                        if depth > MAX_FLOW_DEPTH {
-                            return refuse(
-                                n + 1,
-                                i + 1,
-                                format!("lists and mappings are nested more than {MAX_FLOW_DEPTH} levels deep"),
-                            );
-                        }
-                    }
-                    ']' | '}' => depth = depth.saturating_sub(1),
-                    '&' | '*'
-                        if (prev.is_whitespace() || matches!(prev, '[' | '{' | ','))
-                            && chars
-                                .get(i + 1)
-                                .is_some_and(|n| !n.is_whitespace() && !",[]{}".contains(*n)) =>
-                    {
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
                         return refuse(
-                            n + 1,
-                            i + 1,
-                            format!(
-                                "YAML {} are not allowed in a policy: write the value out (quote it if it starts with {c})",
-                                if c == '&' { "anchors" } else { "aliases" }
-                            ),
+                            line_no,
+                            column,
+                            format!("lists and mappings are nested more than {MAX_FLOW_DEPTH} levels deep"),
                         );
                     }
-                    _ => {}
-                },
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                '&' | '*'
+                    if (prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':'))
+                        && chars
+                            .get(i + 1)
+                            .is_some_and(|n| !n.is_whitespace() && !",[]{}".contains(*n)) =>
+                {
+                    return refuse(
+                        line_no,
+                        column,
+                        format!(
+                            "YAML {} are not allowed in a policy, and `{c}` may not start a word anywhere in one \
+                             (write the value out, or rephrase)",
+                            if c == '&' { "anchors" } else { "aliases" }
+                        ),
+                    );
+                }
+                _ => {}
             }
-            if quote.is_none() && !c.is_whitespace() {
-                last = Some(c);
-            }
-            prev = c;
-            i += 1;
-        }
-        // A block scalar (`key: |`, `- >-`): the more indented lines after it are text.
-        let trimmed = line.split(" #").next().unwrap_or("").trim_end();
-        let ends_block = trimmed.rsplit(|ch: char| ch.is_whitespace()).next().is_some_and(|t| {
-            !t.is_empty()
-                && (t.starts_with('|') || t.starts_with('>'))
-                && t[1..].chars().all(|x| "+-0123456789".contains(x))
-        });
-        if quote.is_none() && ends_block && trimmed.len() > 1 {
-            block_indent = Some(indent);
         }
     }
     Ok(())
