@@ -10,11 +10,9 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// Caps the SDK's attempts per request (1 = no retry). Unset: the SDK's standard retry (3 attempts with backoff).
 pub const MAX_ATTEMPTS_VAR: &str = "TOLLGATE_MAX_ATTEMPTS";
 
-/// A configuration value that is missing or unusable.
+/// A configuration value that is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("environment variable {name} is not set: it is required (see infra/README.md for the values)")]
-    Missing { name: String },
     #[error("environment variable {name} is {value:?}: {problem}")]
     Invalid {
         name: String,
@@ -64,35 +62,9 @@ fn retry_config(max_attempts: u32) -> RetryConfig {
     RetryConfig::standard().with_max_attempts(max_attempts)
 }
 
-/// The value of a required environment variable; the error names the variable.
-pub fn required_env(name: &str) -> Result<String, ConfigError> {
-    required_value(name, std::env::var(name).ok())
-}
-
-fn required_value(name: &str, value: Option<String>) -> Result<String, ConfigError> {
-    match value {
-        Some(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(ConfigError::Missing { name: name.to_string() }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_variable_is_named_in_the_error() {
-        let err = required_value("TOLLGATE_TABLE_NAME", None).unwrap_err();
-        assert!(err.to_string().contains("TOLLGATE_TABLE_NAME"), "{err}");
-        let blank = required_value("TOLLGATE_TOPIC_ARN", Some("  ".into())).unwrap_err();
-        assert_eq!(
-            blank,
-            ConfigError::Missing {
-                name: "TOLLGATE_TOPIC_ARN".into()
-            }
-        );
-        assert_eq!(required_value("X", Some("table".into())).unwrap(), "table");
-    }
 
     #[test]
     fn max_attempts_is_a_positive_number_or_unset() {

@@ -11,7 +11,7 @@ pub mod gate_store;
 pub mod sns;
 pub mod tags;
 
-pub use config::{required_env, sdk_config, ConfigError};
+pub use config::{sdk_config, ConfigError};
 pub use dynamodb::DynamoDbStore;
 pub use sns::SnsNotifier;
 pub use tags::CodePipelineTags;
