@@ -2,12 +2,17 @@
 //! see docs/table-design.md), [`SnsNotifier`] (notifications on one SNS topic) and [`CodePipelineTags`] (a pipeline's
 //! team and production stages from its tags), plus the SDK configuration every binary shares ([`config`]).
 
+pub mod alarm_tags;
 pub mod artifacts;
+pub mod changeset;
+pub mod chat_auth;
 pub mod cloudwatch;
+pub mod codedeploy_hooks;
 pub mod codepipeline_jobs;
 pub mod config;
 pub mod dynamodb;
 pub mod gate_store;
+pub mod rollback;
 pub mod sns;
 pub mod tags;
 

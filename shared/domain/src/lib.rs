@@ -3,8 +3,12 @@
 //! `tollgate-aws`, in-memory ones in [`memory`].
 
 pub mod audit;
+pub mod changeset;
+pub mod chat;
 pub mod event;
 pub mod gate;
+pub mod guard;
+pub mod hook;
 pub mod keys;
 pub mod memory;
 pub mod metrics;

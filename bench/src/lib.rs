@@ -1,0 +1,1 @@
+//! Tollgate's benchmark harness (being built).

@@ -1,0 +1,1 @@
+//! Tollgate's `approval` function (being built).

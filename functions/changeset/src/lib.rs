@@ -1,0 +1,1 @@
+//! Tollgate's `changeset` function (being built).

@@ -1,0 +1,1 @@
+//! Tollgate's `guard` function (being built).

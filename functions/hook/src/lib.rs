@@ -1,0 +1,1 @@
+//! Tollgate's `hook` function (being built).
