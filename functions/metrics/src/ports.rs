@@ -1,13 +1,16 @@
 //! The metrics function's own ports, beyond the domain's [`TimelineQueries`](tollgate_domain::ports::TimelineQueries):
 //! where a pipeline's configuration comes from ([`PipelineConfigs`]) and where the markers of digests live
-//! ([`DigestLog`]), with their adapters over `tollgate-aws` and in memory.
+//! ([`DigestLog`]), what the automation-health figures are read from ([`AutomationRecords`]), with their adapters over
+//! `tollgate-aws` and in memory.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tollgate_aws::{CodePipelineTags, DynamoDbStore};
+use tollgate_domain::audit::{AuditEntry, AuditLog};
+use tollgate_domain::gate::{GateDecision, GateDecisions};
 use tollgate_domain::keys::PipelineKey;
 use tollgate_domain::metrics::PipelineConfig;
 use tollgate_domain::ports::{claim_prefix_at, Mark, StoreError};
@@ -118,5 +121,56 @@ impl DigestLog for MemoryDigestLog {
             markers.remove(key);
         }
         Ok(ours)
+    }
+}
+
+/// Where the automation-health figures come from: the audit trail (every automated action and every human decision)
+/// and the gate decisions its `gate.decision` entries name.
+#[async_trait]
+pub trait AutomationRecords: Send + Sync {
+    /// The entries of `scope` from `since` on (newest first or in any order; a few older ones may come too).
+    async fn audit_since(&self, scope: &str, since: DateTime<Utc>) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The gate decision `id` (a CodePipeline job id), if it was recorded.
+    async fn gate_decision(&self, id: &str) -> Result<Option<GateDecision>, StoreError>;
+}
+
+/// The first page of a scope's newest entries; each next read asks for twice as many, so a scope is read in at most
+/// twice the entries it has since `since`, whatever its history before.
+pub const AUDIT_FIRST_PAGE: usize = 64;
+/// The most entries read of one scope in one run: a scope busier than this over the period is measured on its newest
+/// entries, with a warning.
+pub const AUDIT_MAX_ENTRIES: usize = 65_536;
+
+/// [`AutomationRecords`] over any [`AuditLog`] and [`GateDecisions`]: the DynamoDB adapters in the function, the
+/// in-memory ones in tests.
+pub struct AuditAndDecisions<L: ?Sized, G: ?Sized> {
+    pub audit: Arc<L>,
+    pub decisions: Arc<G>,
+}
+
+#[async_trait]
+impl<L: AuditLog + ?Sized, G: GateDecisions + ?Sized> AutomationRecords for AuditAndDecisions<L, G> {
+    async fn audit_since(&self, scope: &str, since: DateTime<Utc>) -> Result<Vec<AuditEntry>, StoreError> {
+        // The log is read newest first (a backward query on its sort key): only the period's end of a long history.
+        let mut limit = AUDIT_FIRST_PAGE;
+        loop {
+            let newest = self.audit.recent(scope, limit).await?;
+            let complete = newest.len() < limit || newest.last().is_some_and(|e| e.at < since);
+            if complete || limit >= AUDIT_MAX_ENTRIES {
+                if !complete {
+                    tracing::warn!(
+                        scope,
+                        entries = newest.len(),
+                        "audit scope busier than a run reads: newest entries only"
+                    );
+                }
+                return Ok(newest);
+            }
+            limit = (limit * 2).min(AUDIT_MAX_ENTRIES);
+        }
+    }
+
+    async fn gate_decision(&self, id: &str) -> Result<Option<GateDecision>, StoreError> {
+        self.decisions.decision(id).await
     }
 }

@@ -17,8 +17,11 @@ use aws_sdk_dynamodb::types::{
 };
 use metrics::digest::ClaimedDigest;
 use metrics::handler::{run, DigestStatus, Settings};
+use metrics::ports::AuditAndDecisions;
 use serde_json::Value;
+use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::{CodePipelineTags, DynamoDbStore, SnsNotifier};
+use tollgate_domain::audit::{AuditLog, NewAuditEntry};
 use tollgate_domain::parse::parse_event;
 use tollgate_domain::ports::EventRecorder;
 
@@ -187,6 +190,45 @@ async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_a
         let event = parse_event(event.to_string().as_bytes()).unwrap();
         store.record(&event).await.unwrap();
     }
+    // Two of Tollgate's actions in the pipeline's audit trail (a gate decision whose record is not in the table, and a
+    // rollback that failed) and a person's freeze of everything.
+    let scope = "pipeline:111122223333/eu-west-1/checkout-service";
+    for (scope, actor, action, detail) in [
+        (
+            scope,
+            "tollgate:gate",
+            "gate.decision",
+            serde_json::json!({ "decision_id": "job-1", "outcome": "pass", "summary": "ok" }),
+        ),
+        (
+            scope,
+            "tollgate:guard",
+            "rollback.stop_deployment",
+            serde_json::json!({ "outcome": "refused", "duration_ms": 900 }),
+        ),
+        (
+            "global",
+            "arn:aws:sts::111122223333:assumed-role/Ops/alice",
+            "freeze",
+            serde_json::json!({ "reason": "INC-1" }),
+        ),
+    ] {
+        store
+            .append(NewAuditEntry {
+                scope: scope.into(),
+                at: "2026-11-20T12:00:00Z".parse().unwrap(),
+                actor: actor.into(),
+                action: action.into(),
+                subject: "s".into(),
+                detail,
+            })
+            .await
+            .unwrap();
+    }
+    let automation = AuditAndDecisions {
+        audit: store.clone(),
+        decisions: Arc::new(DynamoDbGateStore::new(dynamodb.clone(), &name, 30)),
+    };
     requests.take();
 
     let digest = ClaimedDigest::new(store.clone(), Arc::new(SnsNotifier::new(sns.clone(), &topic_arn)));
@@ -195,7 +237,7 @@ async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_a
     let monday = "2026-11-23T06:00:00Z".parse().unwrap();
     let settings = Settings::default();
 
-    let first = run(store.as_ref(), &digest, &tags, &settings, monday, "r-1")
+    let first = run(store.as_ref(), &digest, &tags, &automation, &settings, monday, "r-1")
         .await
         .unwrap();
     let reads = requests.take();
@@ -217,19 +259,31 @@ async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_a
             &Value::from(50.0)
         )
     );
-    // 37 days listed, one Query each; 4 GetItem per execution (itself, its build, its two deployments); the digest
-    // claimed and marked sent.
+    // 37 days listed, one Query each; 4 GetItem per execution (itself, its build, its two deployments); one Query
+    // per audit scope (the pipeline's and `global`), one GetItem per gate decision named; the digest claimed and
+    // marked sent.
     assert_eq!(
         reads,
         BTreeMap::from([
-            ("GetItem".to_string(), 8),
-            ("Query".to_string(), 37),
+            ("GetItem".to_string(), 9),
+            ("Query".to_string(), 39),
             ("UpdateItem".to_string(), 2),
         ])
     );
+    assert_eq!((first.audit_entries, first.gate_decisions), (3, 0));
+    let automation_line: Value = serde_json::from_str(&first.automation_emf_lines[0]).unwrap();
+    assert_eq!(
+        (
+            &automation_line["Actions"],
+            &automation_line["ActionErrors"],
+            &automation_line["ActionErrorRate"]
+        ),
+        (&Value::from(2), &Value::from(1), &Value::from(50.0))
+    );
+    assert_eq!(first.report.automation.manual.other_manual_actions["freeze"], 1);
 
     // The same scheduled invocation retried: measured again, not sent again.
-    let second = run(store.as_ref(), &digest, &tags, &settings, monday, "r-2")
+    let second = run(store.as_ref(), &digest, &tags, &automation, &settings, monday, "r-2")
         .await
         .unwrap();
     assert_eq!(second.digest, DigestStatus::AlreadySent);

@@ -1,6 +1,8 @@
 //! Delivery metrics over execution timelines: the four DORA key metrics (deployment frequency, lead time for changes,
 //! change failure rate, time to restore), the Deployment Pipeline Reference Architecture's MTBF and MTTR, and
-//! pipeline activity (builds, approvals, executions, stage lead times), per pipeline and per team.
+//! pipeline activity (builds, approvals, executions, stage lead times), per pipeline and per team; and the health of
+//! Tollgate's own automation (error rate and latency of its actions by family, manual fallbacks), from the audit trail
+//! and the gate decisions ([`compute_with_audit`], [`automation_health`]).
 //!
 //! [`compute`] is a pure function of the timelines it is given: no clock, no store. Give it every timeline it should
 //! know about, including some after the period (a failure inside the period may be restored after it) and some before
@@ -17,6 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{action, AuditEntry};
+use crate::gate::GateDecision;
+use crate::policy::Outcome;
 use crate::timeline::{is_failure, ExecutionTimeline, StageTimeline};
 
 const DAY_SECS: i64 = 86_400;
@@ -196,6 +201,10 @@ pub struct MetricsReport {
     pub pipelines: Vec<PipelineMetrics>,
     /// Teams sorted by name; pipelines without a team are under [`UNASSIGNED_TEAM`].
     pub teams: Vec<TeamMetrics>,
+    /// The health of Tollgate's own automation over the period, control-plane wide. [`compute`] fills only what the
+    /// timelines say (manual rollbacks and deployment stops); [`compute_with_audit`] adds the audit trail's figures.
+    #[serde(default)]
+    pub automation: AutomationHealth,
 }
 
 /// Computes the delivery metrics of `period` from `timelines` (any order; a timeline given twice counts once).
@@ -245,12 +254,29 @@ pub fn compute(
             }
         })
         .collect();
+    let deployments = pipelines.iter().map(|p| p.deployments).sum();
     MetricsReport {
         period_from: period.from,
         period_to: period.to,
         pipelines,
         teams,
+        automation: automation_health(&[], &[], timelines, deployments, period),
     }
+}
+
+/// [`compute`], with the automation-health figures of `audit` (entries of any scopes, any order; an entry given twice
+/// counts once) and of the gate decisions the `gate.decision` entries name (`decisions`: any order, any superset).
+pub fn compute_with_audit(
+    timelines: &[ExecutionTimeline],
+    configs: &BTreeMap<String, PipelineConfig>,
+    period: &Period,
+    audit: &[AuditEntry],
+    decisions: &[GateDecision],
+) -> MetricsReport {
+    let mut report = compute(timelines, configs, period);
+    let deployments = report.pipelines.iter().map(|p| p.deployments).sum();
+    report.automation = automation_health(audit, decisions, timelines, deployments, period);
+    report
 }
 
 /// The production stage name of a pipeline, from its configuration and its executions (see
@@ -630,6 +656,263 @@ fn mtbf_mttr(started: &[(DateTime<Utc>, &ExecutionTimeline)]) -> (Option<i64>, O
         }
     }
     (mean(&between_failures), mean(&to_recover))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Automation health: Tollgate's own actions, from the audit trail (every automated action appends an entry) and the
+// gate decisions. Definitions: docs/metrics.md, "Automation health".
+
+/// Actors of Tollgate's own actions start with this (`tollgate:gate`, `tollgate:guard`...); any other actor is a
+/// person (a principal ARN, a chat user).
+pub const AUTOMATED_ACTOR_PREFIX: &str = "tollgate:";
+
+/// Action families that are a person's decision whoever records them: a person approving, rejecting or overriding is
+/// a fallback from automation to a human, even when a Tollgate function writes the entry on the person's behalf.
+pub const MANUAL_FAMILIES: [&str; 2] = ["approval", "override"];
+
+/// The action family that rolls back: a rollback execution or a stopped deployment named by one of Tollgate's entries of
+/// this family was Tollgate's, not a person's.
+pub const ROLLBACK_FAMILY: &str = "rollback";
+
+/// Trigger types of rollback executions a caller of the RollbackStage API started (a person, or Tollgate's guard when
+/// one of its `rollback` entries names the execution). `AutomatedRollback` is CodePipeline's own rollback on a failed
+/// stage: neither a person nor Tollgate.
+pub const MANUAL_ROLLBACK_TRIGGER_TYPES: [&str; 2] = ["ManualRollback", "RollbackStage"];
+
+/// Values of an entry's `detail.outcome` (compared case-insensitively) that say the action did not do what it was for.
+pub const ERROR_OUTCOMES: [&str; 6] = ["error", "failed", "failure", "refused", "timed_out", "timeout"];
+
+/// The start of a gate summary when the gate could not evaluate its policy (see the gate function's `failed`).
+const GATE_CANNOT_EVALUATE: &str = "the gate cannot evaluate";
+
+/// The family of an action: its name up to the first `.` (`gate.decision` → `gate`, `rollback.stop_deployment` →
+/// `rollback`, `override` → `override`).
+pub fn action_family(action: &str) -> &str {
+    action.split('.').next().unwrap_or(action)
+}
+
+/// Latency of one family's actions, in milliseconds, over those whose latency is known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    /// Actions whose latency is known (the others are counted in `actions` but not here).
+    pub measured: u64,
+    /// Nearest-rank median.
+    pub median: Option<i64>,
+    /// Nearest-rank 90th percentile.
+    pub p90: Option<i64>,
+    /// Mean, rounded to the nearest millisecond.
+    pub mean: Option<i64>,
+}
+
+/// One action family's automated actions over the period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FamilyHealth {
+    /// Automated actions of the family whose entry's `at` is in the period.
+    pub actions: u64,
+    /// Of `actions`, those that did not do what they were for (see docs/metrics.md).
+    pub errors: u64,
+    /// `errors / actions`; `None` when there is no action.
+    pub error_rate: Option<f64>,
+    pub latency_ms: LatencyStats,
+}
+
+/// How often people stepped in where automation did not decide or act.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ManualFallbacks {
+    /// Audit entries of the `approval` family in the period (approvals and rejections of a gate, by a person).
+    pub approvals: u64,
+    /// Audit entries of the `override` family in the period.
+    pub overrides: u64,
+    /// Pipeline executions started in the period whose trigger type is `ManualRollback` or `RollbackStage` and that
+    /// no automated `rollback` entry names.
+    pub manual_rollbacks: u64,
+    /// CodeDeploy deployments run by a pipeline action that ended `STOP` in the period and that no automated
+    /// `rollback` entry names.
+    pub manual_deployment_stops: u64,
+    /// `approvals + overrides + manual_rollbacks + manual_deployment_stops`.
+    pub total: u64,
+    /// `total / deployments` (the report's production deployments); `None` when there is no deployment.
+    pub per_production_deployment: Option<f64>,
+    /// Other audit entries by a person in the period, by family (freezes, unfreezes...): not fallbacks, but manual.
+    pub other_manual_actions: BTreeMap<String, u64>,
+}
+
+/// The health of Tollgate's own automation over one period, control-plane wide.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AutomationHealth {
+    /// Distinct audit entries read whose `at` is in the period (0: the figures below come from the timelines alone).
+    pub audit_entries: u64,
+    /// Automated actions in the period, all families.
+    pub actions: u64,
+    pub errors: u64,
+    /// `errors / actions`; `None` when there is no action.
+    pub error_rate: Option<f64>,
+    /// By action family (`gate`, `rollback`, `hook`, `changeset`...): every family that has an automated action.
+    pub families: BTreeMap<String, FamilyHealth>,
+    pub manual: ManualFallbacks,
+}
+
+/// The automation-health figures of `period`: automated actions and their errors and latency from `audit` (with the
+/// `decisions` the `gate.decision` entries name), manual fallbacks from `audit` and `timelines`. `deployments` is the
+/// number of production deployments of the period, for [`ManualFallbacks::per_production_deployment`].
+pub fn automation_health(
+    audit: &[AuditEntry],
+    decisions: &[GateDecision],
+    timelines: &[ExecutionTimeline],
+    deployments: u64,
+    period: &Period,
+) -> AutomationHealth {
+    // Each entry once (scope and seq identify it), attributed by its own time.
+    let mut entries: BTreeMap<(&str, u64), &AuditEntry> = BTreeMap::new();
+    for e in audit.iter().filter(|e| period.contains(e.at)) {
+        entries.entry((e.scope.as_str(), e.seq)).or_insert(e);
+    }
+    let decisions: BTreeMap<&str, &GateDecision> = decisions.iter().map(|d| (d.id.as_str(), d)).collect();
+
+    let mut health = AutomationHealth {
+        audit_entries: entries.len() as u64,
+        ..AutomationHealth::default()
+    };
+    let mut latencies: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for e in entries.values() {
+        let family = action_family(&e.action);
+        let automated = e.actor.starts_with(AUTOMATED_ACTOR_PREFIX) && !MANUAL_FAMILIES.contains(&family);
+        if !automated {
+            match family {
+                "approval" => health.manual.approvals += 1,
+                "override" => health.manual.overrides += 1,
+                other => *health.manual.other_manual_actions.entry(other.to_string()).or_default() += 1,
+            }
+            continue;
+        }
+        let (error, latency) = if e.action == action::GATE_DECISION {
+            gate_decision_health(e, &decisions)
+        } else {
+            (entry_failed(&e.detail), entry_latency_ms(e))
+        };
+        let f = health.families.entry(family.to_string()).or_default();
+        f.actions += 1;
+        f.errors += u64::from(error);
+        if let Some(ms) = latency {
+            latencies.entry(family.to_string()).or_default().push(ms);
+        }
+    }
+    for (name, f) in health.families.iter_mut() {
+        f.error_rate = rate(f.errors, f.actions);
+        let mut ms = latencies.remove(name).unwrap_or_default();
+        ms.sort_unstable();
+        f.latency_ms = LatencyStats {
+            measured: ms.len() as u64,
+            median: nearest_rank(&ms, 50),
+            p90: nearest_rank(&ms, 90),
+            mean: mean(&ms),
+        };
+        health.actions += f.actions;
+        health.errors += f.errors;
+    }
+    health.error_rate = rate(health.errors, health.actions);
+
+    // What Tollgate's own rollback entries name: their executions and deployments were not a person's.
+    let mut named: BTreeSet<&str> = BTreeSet::new();
+    for e in audit
+        .iter()
+        .filter(|e| e.actor.starts_with(AUTOMATED_ACTOR_PREFIX) && action_family(&e.action) == ROLLBACK_FAMILY)
+    {
+        named.extend(e.subject.split(['/', ' ']).filter(|s| !s.is_empty()));
+        strings_in(&e.detail, &mut named);
+    }
+    let mut executions: BTreeSet<(&str, &str, &str, &str)> = BTreeSet::new();
+    let mut stops: BTreeSet<&str> = BTreeSet::new();
+    for t in timelines {
+        let manual_rollback = t
+            .trigger
+            .as_ref()
+            .is_some_and(|tr| MANUAL_ROLLBACK_TRIGGER_TYPES.contains(&tr.trigger_type.as_str()));
+        if manual_rollback && period.contains_opt(start(t)) && !named.contains(t.execution_id.as_str()) {
+            executions.insert((&t.account, &t.region, &t.pipeline, &t.execution_id));
+        }
+        for d in t
+            .stages
+            .iter()
+            .flat_map(|s| &s.actions)
+            .filter_map(|a| a.deployment.as_ref())
+        {
+            if d.state == "STOP" && period.contains_opt(d.ended_at) && !named.contains(d.deployment_id.as_str()) {
+                stops.insert(&d.deployment_id);
+            }
+        }
+    }
+    let m = &mut health.manual;
+    m.manual_rollbacks = executions.len() as u64;
+    m.manual_deployment_stops = stops.len() as u64;
+    m.total = m.approvals + m.overrides + m.manual_rollbacks + m.manual_deployment_stops;
+    m.per_production_deployment = (deployments > 0).then(|| m.total as f64 / deployments as f64);
+    health
+}
+
+fn rate(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+/// A gate decision's error and latency. With its record: an error when it failed without evaluating any check (the
+/// policy or the job's details could not be read); latency, for a final decision (pass or fail, not a wait), from the
+/// gate's first evaluation of the stage to the decision. Without its record, the entry's outcome and summary say
+/// whether it could evaluate, and its latency is unknown.
+fn gate_decision_health(e: &AuditEntry, decisions: &BTreeMap<&str, &GateDecision>) -> (bool, Option<i64>) {
+    let record = e
+        .detail
+        .get("decision_id")
+        .and_then(|v| v.as_str())
+        .and_then(|id| decisions.get(id));
+    match record {
+        Some(d) => {
+            let error = d.outcome == Outcome::Fail && d.checks.is_empty();
+            let latency = match d.outcome {
+                Outcome::Wait { .. } => None,
+                _ => Some((d.decided_at - d.first_evaluated_at).num_milliseconds().max(0)),
+            };
+            (error, latency)
+        }
+        None => {
+            let failed = e.detail.get("outcome").and_then(|v| v.as_str()) == Some("fail");
+            let summary = e.detail.get("summary").and_then(|v| v.as_str()).unwrap_or("");
+            (failed && summary.starts_with(GATE_CANNOT_EVALUATE), None)
+        }
+    }
+}
+
+/// True when the entry says the action did not do what it was for: `detail.outcome` is one of [`ERROR_OUTCOMES`], or
+/// `detail.error` holds anything but `null` or `false`.
+fn entry_failed(detail: &serde_json::Value) -> bool {
+    let outcome = detail.get("outcome").and_then(|v| v.as_str()).unwrap_or("");
+    let error = detail
+        .get("error")
+        .is_some_and(|v| !v.is_null() && v.as_bool() != Some(false));
+    error || ERROR_OUTCOMES.iter().any(|o| o.eq_ignore_ascii_case(outcome))
+}
+
+/// An action's latency from its entry: `detail.duration_ms` (a non-negative number), else the entry's `at` minus
+/// `detail.started_at` (RFC 3339, not after `at`); unknown otherwise.
+fn entry_latency_ms(e: &AuditEntry) -> Option<i64> {
+    if let Some(ms) = e.detail.get("duration_ms").and_then(|v| v.as_f64()) {
+        return (ms.is_finite() && ms >= 0.0 && ms < i64::MAX as f64).then(|| ms.round() as i64);
+    }
+    let started = e.detail.get("started_at").and_then(|v| v.as_str())?;
+    let started = DateTime::parse_from_rfc3339(started).ok()?.with_timezone(&Utc);
+    let ms = (e.at - started).num_milliseconds();
+    (ms >= 0).then_some(ms)
+}
+
+/// Every string in `v`, recursively.
+fn strings_in<'a>(v: &'a serde_json::Value, out: &mut BTreeSet<&'a str>) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.insert(s);
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| strings_in(i, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|i| strings_in(i, out)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

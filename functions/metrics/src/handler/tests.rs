@@ -16,7 +16,19 @@ use tollgate_domain::service::{Ingestor, MessageContext};
 
 use super::*;
 use crate::digest::ClaimedDigest;
-use crate::ports::MemoryDigestLog;
+use crate::ports::{AuditAndDecisions, AutomationRecords, MemoryDigestLog};
+use tollgate_domain::audit::MemoryAuditLog;
+use tollgate_domain::gate::MemoryGateStore;
+
+type MemoryAutomation = AuditAndDecisions<MemoryAuditLog, MemoryGateStore>;
+
+/// An audit trail and gate store with nothing in them.
+fn no_audit() -> MemoryAutomation {
+    AuditAndDecisions {
+        audit: Arc::new(MemoryAuditLog::default()),
+        decisions: Arc::new(MemoryGateStore::new()),
+    }
+}
 
 const STORY: &str = include_str!("../../../../events/story/failed-deploy-and-fix.json");
 const SCHEDULED_EVENT: &str = include_str!("../../events/scheduled-event.json");
@@ -193,6 +205,7 @@ async fn story_metrics_are_one_emf_line_per_pipeline_with_exact_names_and_values
         store.as_ref(),
         &digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         monday(),
         "r-1",
@@ -257,6 +270,7 @@ async fn absent_values_are_left_out_rather_than_written_as_zero() {
         store.as_ref(),
         &digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         at("2026-12-07T06:00:00Z"),
         "r-1",
@@ -294,6 +308,7 @@ async fn the_digest_is_published_on_monday_and_not_on_tuesday() {
         store.as_ref(),
         &tuesday.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         at("2026-11-24T06:00:00Z"),
         "r-1",
@@ -309,6 +324,7 @@ async fn the_digest_is_published_on_monday_and_not_on_tuesday() {
         store.as_ref(),
         &monday_digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         monday(),
         "r-2",
@@ -350,6 +366,7 @@ async fn the_digest_is_published_on_monday_and_not_on_tuesday() {
         store.as_ref(),
         &tuesday_configured.publisher,
         &tags,
+        &no_audit(),
         &settings,
         at("2026-11-24T06:00:00Z"),
         "r-3",
@@ -366,13 +383,29 @@ async fn a_run_invoked_twice_sends_the_digest_once() {
     let (digest, tags) = (digest(), payments());
     let event: Value = serde_json::from_str(SCHEDULED_EVENT).unwrap();
     let settings = Settings::default();
-    let first = handle(&event, "r-1", store.as_ref(), &digest.publisher, &tags, &settings)
-        .await
-        .unwrap();
+    let first = handle(
+        &event,
+        "r-1",
+        store.as_ref(),
+        &digest.publisher,
+        &tags,
+        &no_audit(),
+        &settings,
+    )
+    .await
+    .unwrap();
     // A retry of the same scheduled invocation (same `time`), later, from another request.
-    let second = handle(&event, "r-2", store.as_ref(), &digest.publisher, &tags, &settings)
-        .await
-        .unwrap();
+    let second = handle(
+        &event,
+        "r-2",
+        store.as_ref(),
+        &digest.publisher,
+        &tags,
+        &no_audit(),
+        &settings,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (first.digest, second.digest),
         (DigestStatus::Published, DigestStatus::AlreadySent)
@@ -391,6 +424,7 @@ async fn a_failed_digest_publish_fails_the_run_and_the_retry_sends_it() {
         store.as_ref(),
         &digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         monday(),
         "r-1",
@@ -403,6 +437,7 @@ async fn a_failed_digest_publish_fails_the_run_and_the_retry_sends_it() {
         store.as_ref(),
         &digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         monday(),
         "r-1",
@@ -421,6 +456,7 @@ async fn each_pipeline_configuration_is_looked_up_once_per_run() {
         store.as_ref(),
         &digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         monday(),
         "r-1",
@@ -450,6 +486,7 @@ async fn a_failed_configuration_lookup_fails_the_run_before_anything_is_sent() {
         store.as_ref(),
         &digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         monday(),
         "r-1",
@@ -493,6 +530,7 @@ async fn the_digest_lists_teams_and_pipelines_worst_first() {
         store.as_ref(),
         &digest.publisher,
         &tags,
+        &no_audit(),
         &Settings::default(),
         monday(),
         "r-1",
@@ -602,9 +640,17 @@ async fn timelines_are_loaded_at_most_16_at_a_time_and_unreadable_ones_left_out(
         ..CountingQueries::default()
     };
     let (digest, tags) = (digest(), payments());
-    let run = run(&store, &digest.publisher, &tags, &Settings::default(), monday(), "r-1")
-        .await
-        .unwrap();
+    let run = run(
+        &store,
+        &digest.publisher,
+        &tags,
+        &no_audit(),
+        &Settings::default(),
+        monday(),
+        "r-1",
+    )
+    .await
+    .unwrap();
     assert_eq!(store.most.load(Ordering::SeqCst), CONCURRENCY);
     assert_eq!((run.executions, run.timelines, run.unreadable), (60, 58, 2));
     assert_eq!(run.emf_lines.len(), 29);
@@ -619,11 +665,307 @@ async fn timelines_are_loaded_at_most_16_at_a_time_and_unreadable_ones_left_out(
 async fn a_run_with_nothing_recorded_writes_no_metric_and_says_so_in_the_digest() {
     let store = MemoryStore::new();
     let (digest, tags) = (digest(), payments());
-    let run = run(&store, &digest.publisher, &tags, &Settings::default(), monday(), "r-1")
-        .await
-        .unwrap();
+    let run = run(
+        &store,
+        &digest.publisher,
+        &tags,
+        &no_audit(),
+        &Settings::default(),
+        monday(),
+        "r-1",
+    )
+    .await
+    .unwrap();
     assert!(run.emf_lines.is_empty());
     assert!(tags.calls().is_empty());
     let sent = digest.notifier.sent();
     assert_eq!(sent[0].lines, ["No pipeline activity was recorded in the period."]);
+}
+
+/// The story's pipeline audit trail: the gate passing production after a 20-minute wait (two decisions, both
+/// recorded), a gate decision that could not evaluate, a failed automatic rollback that took 1.5 s, a person's
+/// override and approval; and, in another pipeline's scope that has no execution, an entry the run never reads.
+async fn story_audit() -> MemoryAutomation {
+    use tollgate_domain::audit::{AuditLog, NewAuditEntry};
+    use tollgate_domain::gate::GateDecisions;
+    use tollgate_domain::policy::{CheckKind, CheckResult, CheckStatus, Outcome};
+
+    let automation = no_audit();
+    let scope = "pipeline:111122223333/eu-west-1/checkout-service";
+    let alice = "arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice";
+    let decision = |id: &str, outcome: Outcome, first: &str, decided: &str, checks: bool| GateDecision {
+        id: id.into(),
+        job_id: id.into(),
+        decided_by: "tollgate:gate".into(),
+        decided_at: at(decided),
+        context: None,
+        policy: None,
+        outcome,
+        summary: String::new(),
+        checks: if checks {
+            vec![CheckResult {
+                check: CheckKind::Bake,
+                status: CheckStatus::Pass,
+                observed: "20m".into(),
+                required: "20m".into(),
+                earliest_pass: None,
+                message: "baked".into(),
+            }]
+        } else {
+            Vec::new()
+        },
+        explanation: String::new(),
+        first_evaluated_at: at(first),
+        previous: Vec::new(),
+        answer: tollgate_domain::gate::JobAnswer::Failure {
+            kind: tollgate_domain::gate::FailureKind::JobFailed,
+            message: String::new(),
+            external_execution_id: id.into(),
+        },
+        override_applied: None,
+    };
+    let wait = Outcome::Wait {
+        recheck_at: at("2026-11-20T10:20:00Z"),
+    };
+    for d in [
+        decision("j-wait", wait, "2026-11-20T10:00:00Z", "2026-11-20T10:00:00Z", true),
+        decision(
+            "j-pass",
+            Outcome::Pass,
+            "2026-11-20T10:00:00Z",
+            "2026-11-20T10:20:00Z",
+            true,
+        ),
+        decision(
+            "j-broken",
+            Outcome::Fail,
+            "2026-11-20T11:00:00Z",
+            "2026-11-20T11:00:00Z",
+            false,
+        ),
+    ] {
+        automation.decisions.record_decision(&d).await.unwrap();
+    }
+    for (scope, time, actor, action, detail) in [
+        (
+            scope,
+            "2026-11-20T10:00:00Z",
+            "tollgate:gate",
+            "gate.decision",
+            json!({ "decision_id": "j-wait", "outcome": "wait" }),
+        ),
+        (
+            scope,
+            "2026-11-20T10:20:00Z",
+            "tollgate:gate",
+            "gate.decision",
+            json!({ "decision_id": "j-pass", "outcome": "pass" }),
+        ),
+        (
+            scope,
+            "2026-11-20T11:00:00Z",
+            "tollgate:gate",
+            "gate.decision",
+            json!({ "decision_id": "j-broken", "outcome": "fail" }),
+        ),
+        (
+            scope,
+            "2026-11-20T09:20:00Z",
+            "tollgate:guard",
+            "rollback.stop_deployment",
+            json!({ "outcome": "failed", "duration_ms": 1500 }),
+        ),
+        (
+            scope,
+            "2026-11-20T09:30:00Z",
+            alice,
+            "override",
+            json!({ "reason": "INC-7" }),
+        ),
+        (
+            scope,
+            "2026-11-20T09:40:00Z",
+            alice,
+            "approval.approve",
+            json!({ "reason": "checked" }),
+        ),
+        (
+            "pipeline:111122223333/eu-west-1/other",
+            "2026-11-20T09:00:00Z",
+            "tollgate:gate",
+            "gate.decision",
+            json!({}),
+        ),
+    ] {
+        automation
+            .audit
+            .append(NewAuditEntry {
+                scope: scope.into(),
+                at: at(time),
+                actor: actor.into(),
+                action: action.into(),
+                subject: "s".into(),
+                detail,
+            })
+            .await
+            .unwrap();
+    }
+    automation
+}
+
+#[tokio::test]
+async fn automation_health_is_written_overall_and_by_family_and_added_to_the_digest() {
+    let store = story_store().await;
+    let (digest, tags, automation) = (digest(), payments(), story_audit().await);
+    let run = run(
+        store.as_ref(),
+        &digest.publisher,
+        &tags,
+        &automation,
+        &Settings::default(),
+        monday(),
+        "r-1",
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.audit_entries, run.gate_decisions), (6, 3));
+    let a = &run.report.automation;
+    // Gate: 3 decisions, 1 could not evaluate; rollback: 1, failed. 2 errors of 4.
+    assert_eq!((a.actions, a.errors, a.error_rate), (4, 2, Some(0.5)));
+    assert_eq!(
+        a.families["gate"].latency_ms.median,
+        Some(0),
+        "the broken decision: 0 ms"
+    );
+    assert_eq!(
+        a.families["gate"].latency_ms.p90,
+        Some(1_200_000),
+        "the pass after a 20-minute wait"
+    );
+    // The story has 2 production deployments; 1 approval + 1 override = 1 fallback per deployment.
+    assert_eq!((a.manual.total, a.manual.per_production_deployment), (2, Some(1.0)));
+
+    assert_eq!(run.automation_emf_lines.len(), 3, "overall, gate, rollback");
+    let lines: Vec<Value> = run
+        .automation_emf_lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let metrics = &lines[0]["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(metrics["Namespace"], json!("Tollgate/Automation"));
+    assert_eq!(metrics["Dimensions"], json!([[]]));
+    assert_eq!(
+        (
+            &lines[0]["Actions"],
+            &lines[0]["ActionErrorRate"],
+            &lines[0]["ManualFallbacks"],
+            &lines[0]["Overrides"]
+        ),
+        (&json!(4), &json!(50.0), &json!(2), &json!(1))
+    );
+    assert_eq!(
+        lines[0]["_aws"]["Timestamp"],
+        json!(at("2026-11-23T00:00:00Z").timestamp_millis())
+    );
+    assert_eq!(lines[1]["Family"], json!("gate"));
+    assert_eq!(
+        lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Family"]])
+    );
+    assert_eq!(
+        (&lines[1]["LatencyMedian"], &lines[1]["LatencyP90"]),
+        (&json!(0), &json!(1_200_000))
+    );
+    assert_eq!(
+        (
+            &lines[2]["Family"],
+            &lines[2]["ActionErrors"],
+            &lines[2]["LatencyMedian"]
+        ),
+        (&json!("rollback"), &json!(1), &json!(1500))
+    );
+
+    let sent = digest.notifier.sent();
+    let lines = &sent[0].lines;
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            "Automation: 4 actions, 2 errors (50.0%): gate 3 (1 errors, median latency 0 ms), rollback 1 (1 errors, median latency 1.5 s)",
+            "Manual fallbacks: 2 (1.00 per production deployment): 1 approvals, 1 overrides, 0 manual rollbacks, 0 deployments stopped by hand",
+        ]
+    );
+    assert_eq!(run.summary()["audit_entries"], json!(6));
+}
+
+/// An audit trail whose reads fail as the store says.
+struct FailingAudit(StoreError);
+
+#[async_trait]
+impl AutomationRecords for FailingAudit {
+    async fn audit_since(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> Result<Vec<tollgate_domain::audit::AuditEntry>, StoreError> {
+        Err(self.0.clone())
+    }
+    async fn gate_decision(&self, _: &str) -> Result<Option<GateDecision>, StoreError> {
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_audit_trail_fails_the_run_before_anything_is_written() {
+    let store = story_store().await;
+    for (error, retryable) in [
+        (StoreError::Transient("ThrottlingException".into()), true),
+        (StoreError::Permanent("AccessDeniedException".into()), false),
+    ] {
+        let (digest, tags) = (digest(), payments());
+        let err = run(
+            store.as_ref(),
+            &digest.publisher,
+            &tags,
+            &FailingAudit(error),
+            &Settings::default(),
+            monday(),
+            "r-1",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.retryable(), retryable, "{err}");
+        assert!(err.to_string().contains("audit trail of "), "{err}");
+        assert!(digest.notifier.sent().is_empty());
+        let diagnostic = Diagnostic::from(err);
+        assert!(diagnostic.error_type.ends_with(".Audit"), "{diagnostic:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_read_newest_first_only_as_far_back_as_needed() {
+    use tollgate_domain::audit::{AuditLog, NewAuditEntry};
+    let automation = no_audit();
+    // 300 entries an hour apart, the last at 2026-11-22T23:00: those from 2026-11-20T00:00 on are the last 72.
+    let first = at("2026-11-10T12:00:00Z");
+    for i in 0..300 {
+        automation
+            .audit
+            .append(NewAuditEntry {
+                scope: "global".into(),
+                at: first + Duration::hours(i),
+                actor: "tollgate:guard".into(),
+                action: "rollback.x".into(),
+                subject: "s".into(),
+                detail: json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    let read = automation
+        .audit_since("global", at("2026-11-20T00:00:00Z"))
+        .await
+        .unwrap();
+    // Pages of 64 then 128: the second reaches before the start.
+    assert_eq!(read.len(), 128);
+    assert_eq!(read.iter().filter(|e| e.at >= at("2026-11-20T00:00:00Z")).count(), 72);
 }
