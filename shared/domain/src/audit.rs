@@ -54,6 +54,13 @@ pub mod action {
     pub const APPROVAL_REJECT: &str = "approval.reject";
     pub const OVERRIDE: &str = "override";
     pub const ROLLBACK: &str = "rollback";
+    /// The guard's automatic rollbacks (`tollgate_domain::guard`): the request made, a refusal, or notify only.
+    pub const ROLLBACK_STOP_DEPLOYMENT: &str = "rollback.stop_deployment";
+    pub const ROLLBACK_STAGE: &str = "rollback.rollback_stage";
+    pub const ROLLBACK_CANCEL_UPDATE_STACK: &str = "rollback.cancel_update_stack";
+    pub const ROLLBACK_STACK: &str = "rollback.rollback_stack";
+    pub const ROLLBACK_REFUSED: &str = "rollback.refused";
+    pub const ROLLBACK_NOTIFIED: &str = "rollback.notified";
     pub const CHANGESET_EXECUTE: &str = "changeset.execute";
     pub const FREEZE: &str = "freeze";
     pub const UNFREEZE: &str = "unfreeze";
