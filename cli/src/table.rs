@@ -5,8 +5,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use tollgate_aws::gate_store::DynamoDbGateStore;
+use tollgate_aws::DynamoDbStore;
+use tollgate_domain::audit::{action, pipeline_scope, AuditEntry, AuditLog, GLOBAL_SCOPE};
+use tollgate_domain::gate::{GateDecision, GateDecisions};
 use tollgate_domain::keys::{ExecutionKey, PipelineKey};
-use tollgate_domain::metrics::{compute, MetricsReport, Period, PipelineConfig};
+use tollgate_domain::memory::MemoryStore;
+use tollgate_domain::metrics::{compute_with_audit, MetricsReport, Period, PipelineConfig};
 use tollgate_domain::ports::{StoreError, TimelineQueries};
 use tollgate_domain::query::execution_timeline;
 use tollgate_domain::timeline::ExecutionTimeline;
@@ -85,8 +93,8 @@ pub async fn timeline<Q: TimelineQueries + ?Sized>(
 }
 
 /// Delivery metrics over `period`, from every execution started up to 30 days before it (so restores and MTBF see
-/// the runs before the period).
-pub async fn metrics<Q: TimelineQueries + ?Sized>(
+/// the runs before the period), with the automation-health figures of the store's audit trail.
+pub async fn metrics<Q: TimelineQueries + AutomationTrail + ?Sized>(
     store: &Q,
     configs: &BTreeMap<String, PipelineConfig>,
     period: &Period,
@@ -100,7 +108,90 @@ pub async fn metrics<Q: TimelineQueries + ?Sized>(
             timelines.push(t);
         }
     }
-    Ok(compute(&timelines, configs, period))
+    let (audit, decisions) = store.automation_records(&timelines, period).await?;
+    Ok(compute_with_audit(&timelines, configs, period, &audit, &decisions))
+}
+
+/// Where a store keeps the audit trail and the gate decisions the automation-health figures read.
+pub trait AutomationTrail {
+    /// The audit entries of the timelines' pipelines and of `global` from a day before `period` on, and the gate
+    /// decisions the period's `gate.decision` entries name (as the metrics function reads them).
+    fn automation_records(
+        &self,
+        timelines: &[ExecutionTimeline],
+        period: &Period,
+    ) -> impl Future<Output = Result<(Vec<AuditEntry>, Vec<GateDecision>), StoreError>> + Send;
+}
+
+impl AutomationTrail for DynamoDbStore {
+    async fn automation_records(
+        &self,
+        timelines: &[ExecutionTimeline],
+        period: &Period,
+    ) -> Result<(Vec<AuditEntry>, Vec<GateDecision>), StoreError> {
+        // The gate decisions are items of the same table, read through their own adapter.
+        let sdk = tollgate_aws::config::sdk_config().await;
+        let gate = DynamoDbGateStore::new(aws_sdk_dynamodb::Client::new(&sdk), self.table(), 400);
+        automation_records(self, &gate, timelines, period).await
+    }
+}
+
+/// The in-memory store has no audit trail: its figures come from the timelines alone (`audit_entries` 0).
+impl AutomationTrail for MemoryStore {
+    async fn automation_records(
+        &self,
+        _: &[ExecutionTimeline],
+        _: &Period,
+    ) -> Result<(Vec<AuditEntry>, Vec<GateDecision>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
+    }
+}
+
+/// The most entries read of one scope, newest first (the metrics function's bound).
+const AUDIT_MAX_ENTRIES: usize = 65_536;
+
+/// [`AutomationTrail::automation_records`] over any audit log and gate decisions.
+pub async fn automation_records<L: AuditLog + ?Sized, G: GateDecisions + ?Sized>(
+    audit: &L,
+    gate: &G,
+    timelines: &[ExecutionTimeline],
+    period: &Period,
+) -> Result<(Vec<AuditEntry>, Vec<GateDecision>), StoreError> {
+    let mut scopes: BTreeSet<String> = timelines
+        .iter()
+        .map(|t| {
+            pipeline_scope(&PipelineKey {
+                account: t.account.clone(),
+                region: t.region.clone(),
+                pipeline: t.pipeline.clone(),
+            })
+        })
+        .collect();
+    scopes.insert(GLOBAL_SCOPE.to_string());
+    let since = period.from - Duration::days(1);
+    let mut entries = Vec::new();
+    for scope in scopes {
+        // Newest first, doubling the page until it reaches before `since`: a long history is not read.
+        let mut limit = 64;
+        loop {
+            let newest = audit.recent(&scope, limit).await?;
+            if newest.len() < limit || newest.last().is_some_and(|e| e.at < since) || limit >= AUDIT_MAX_ENTRIES {
+                entries.extend(newest);
+                break;
+            }
+            limit = (limit * 2).min(AUDIT_MAX_ENTRIES);
+        }
+    }
+    let ids: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| e.action == action::GATE_DECISION && period.contains(e.at))
+        .filter_map(|e| e.detail.get("decision_id").and_then(|v| v.as_str()))
+        .collect();
+    let mut decisions = Vec::new();
+    for id in ids {
+        decisions.extend(gate.decision(id).await?);
+    }
+    Ok((entries, decisions))
 }
 
 #[cfg(test)]
@@ -169,5 +260,72 @@ mod tests {
         let report = metrics(store.as_ref(), &BTreeMap::new(), &period).await.unwrap();
         let p = &report.pipelines[0];
         assert_eq!((p.deployments, p.failed_deployments), (2, 1));
+        assert_eq!(
+            report.automation.audit_entries, 0,
+            "the in-memory store has no audit trail"
+        );
+    }
+
+    #[tokio::test]
+    async fn automation_records_are_the_periods_audit_entries_and_the_gate_decisions_they_name() {
+        use tollgate_domain::audit::{MemoryAuditLog, NewAuditEntry};
+        use tollgate_domain::gate::MemoryGateStore;
+
+        let timelines: Vec<ExecutionTimeline> = crate::replay::story().await.timelines().await.unwrap();
+        let period = Period {
+            from: "2026-11-20T00:00:00Z".parse().unwrap(),
+            to: "2026-11-21T00:00:00Z".parse().unwrap(),
+        };
+        let (audit, gate) = (MemoryAuditLog::default(), MemoryGateStore::new());
+        let checkout = pipeline_scope(&checkout());
+        for (scope, at, actor, action, detail) in [
+            (
+                checkout.as_str(),
+                "2026-11-20T09:00:00Z",
+                "tollgate:gate",
+                "gate.decision",
+                serde_json::json!({ "decision_id": "j-1", "outcome": "fail", "summary": "the gate cannot evaluate: x" }),
+            ),
+            (
+                checkout.as_str(),
+                "2026-11-20T09:10:00Z",
+                "arn:aws:sts::111122223333:assumed-role/R/alice",
+                "override",
+                serde_json::json!({}),
+            ),
+            (
+                "global",
+                "2026-11-18T09:00:00Z",
+                "arn:aws:sts::111122223333:assumed-role/R/alice",
+                "freeze",
+                serde_json::json!({}),
+            ),
+            (
+                "pipeline:111122223333/eu-west-1/other",
+                "2026-11-20T09:00:00Z",
+                "tollgate:gate",
+                "gate.decision",
+                serde_json::json!({}),
+            ),
+        ] {
+            audit
+                .append(NewAuditEntry {
+                    scope: scope.into(),
+                    at: at.parse().unwrap(),
+                    actor: actor.into(),
+                    action: action.into(),
+                    subject: "s".into(),
+                    detail,
+                })
+                .await
+                .unwrap();
+        }
+        let (entries, decisions) = automation_records(&audit, &gate, &timelines, &period).await.unwrap();
+        // The pipeline's two entries and global's (read, though before the period); not the other pipeline's.
+        assert_eq!(entries.len(), 3);
+        assert!(decisions.is_empty(), "j-1 has no record");
+        let report = compute_with_audit(&timelines, &BTreeMap::new(), &period, &entries, &decisions);
+        let a = &report.automation;
+        assert_eq!((a.audit_entries, a.actions, a.errors, a.manual.overrides), (2, 1, 1, 1));
     }
 }
