@@ -1,0 +1,373 @@
+//! [`AwsTargetDiscovery`]: what an alarm protects, without scanning every application or pipeline.
+//!
+//! - CodeDeploy: the deployments Tollgate recorded (GSI2 of the table: `DEPLOY#IN_PROGRESS` started in the last
+//!   [`IN_FLIGHT_HORIZON_HOURS`], `DEPLOY#SUCCESS` since the window's start) of the alarm's account and region, then one
+//!   BatchGetDeploymentGroups per application (up to 100 groups a call) to keep those whose group's alarm
+//!   configuration is enabled and lists the alarm.
+//! - Pipelines and stacks: one Resource Groups Tagging API GetResources call (paginated) for the tag
+//!   `tollgate:rollback-alarm:<alarm>`, then GetPipelineState per pipeline and DescribeStacks per stack.
+//!
+//! Only the function's own account and region are reachable (its clients' credentials); the handler refuses alarms
+//! of other accounts before discovery.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_resourcegroupstagging::types::TagFilter;
+use chrono::{DateTime, Duration, Utc};
+use tollgate_domain::guard::{AlarmSignal, Candidate, GuardApiError, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX};
+
+use super::{classify, CallError};
+
+/// In-progress deployments older than this are not looked at: CodeDeploy deployments time out well before, and an
+/// item whose terminal event never arrived must not stay a candidate forever.
+pub const IN_FLIGHT_HORIZON_HOURS: i64 = 24;
+/// BatchGetDeploymentGroups takes at most 100 names.
+const GROUPS_PER_CALL: usize = 100;
+/// Resources tagged with one alarm read at most (pages of 100): a bound on one alarm's work.
+const MAX_TAG_PAGES: usize = 10;
+
+/// The AWS adapter of [`TargetDiscovery`].
+#[derive(Debug, Clone)]
+pub struct AwsTargetDiscovery {
+    dynamodb: aws_sdk_dynamodb::Client,
+    table: String,
+    codedeploy: aws_sdk_codedeploy::Client,
+    codepipeline: aws_sdk_codepipeline::Client,
+    cloudformation: aws_sdk_cloudformation::Client,
+    tagging: aws_sdk_resourcegroupstagging::Client,
+}
+
+fn transient_or_permanent(err: CallError) -> GuardApiError {
+    match err {
+        CallError::Transient(t) => GuardApiError::Transient(t),
+        CallError::Refused { code, message } => GuardApiError::Permanent(format!("{code}: {message}")),
+    }
+}
+
+fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+/// A deployment as GSI2 lists it.
+#[derive(Debug, Clone)]
+struct Listed {
+    deployment_id: String,
+    application: String,
+    deployment_group: String,
+    status: String,
+    /// The index time: the terminal event's for a finished deployment.
+    at: Option<DateTime<Utc>>,
+}
+
+impl AwsTargetDiscovery {
+    pub fn new(
+        dynamodb: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        codedeploy: aws_sdk_codedeploy::Client,
+        codepipeline: aws_sdk_codepipeline::Client,
+        cloudformation: aws_sdk_cloudformation::Client,
+        tagging: aws_sdk_resourcegroupstagging::Client,
+    ) -> Self {
+        AwsTargetDiscovery {
+            dynamodb,
+            table: table.into(),
+            codedeploy,
+            codepipeline,
+            cloudformation,
+            tagging,
+        }
+    }
+
+    /// Deployments of `status` indexed since `since`, of the alarm's account and region.
+    async fn listed(
+        &self,
+        alarm: &AlarmSignal,
+        status: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Listed>, GuardApiError> {
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .dynamodb
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi2")
+                .key_condition_expression("#gsi2pk = :pk AND #gsi2sk >= :since")
+                .expression_attribute_names("#gsi2pk", "gsi2pk")
+                .expression_attribute_names("#gsi2sk", "gsi2sk")
+                .expression_attribute_values(":pk", AttributeValue::S(format!("DEPLOY#{status}")))
+                .expression_attribute_values(
+                    ":since",
+                    AttributeValue::S(since.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| transient_or_permanent(classify(&format!("DynamoDB Query on {}", self.table), &e)))?;
+            for item in out.items() {
+                let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                if get("account") != alarm.account || get("region") != alarm.region {
+                    continue;
+                }
+                let at = get("gsi2sk")
+                    .split('#')
+                    .next()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                found.push(Listed {
+                    deployment_id: get("deployment_id"),
+                    application: get("application"),
+                    deployment_group: get("deployment_group"),
+                    status: status.to_string(),
+                    at,
+                });
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deployment groups (by application) whose enabled alarm configuration lists `alarm_name`.
+    async fn groups_watching(
+        &self,
+        alarm_name: &str,
+        groups: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<BTreeSet<(String, String)>, GuardApiError> {
+        let mut watching = BTreeSet::new();
+        for (application, names) in groups {
+            let names: Vec<String> = names.iter().cloned().collect();
+            for chunk in names.chunks(GROUPS_PER_CALL) {
+                let out = self
+                    .codedeploy
+                    .batch_get_deployment_groups()
+                    .application_name(application)
+                    .set_deployment_group_names(Some(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        transient_or_permanent(classify(
+                            &format!("CodeDeploy BatchGetDeploymentGroups {application}"),
+                            &e,
+                        ))
+                    })?;
+                if let Some(m) = out.error_message() {
+                    tracing::warn!(application, error = m, "some deployment groups could not be read");
+                }
+                for group in out.deployment_groups_info() {
+                    let lists_alarm = group
+                        .alarm_configuration()
+                        .is_some_and(|c| c.enabled() && c.alarms().iter().any(|a| a.name() == Some(alarm_name)));
+                    if let (true, Some(name)) = (lists_alarm, group.deployment_group_name()) {
+                        watching.insert((application.clone(), name.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(watching)
+    }
+
+    async fn deployments(&self, alarm: &AlarmSignal, since: DateTime<Utc>) -> Result<Vec<Candidate>, GuardApiError> {
+        let mut listed = self
+            .listed(
+                alarm,
+                "IN_PROGRESS",
+                alarm.at - Duration::hours(IN_FLIGHT_HORIZON_HOURS),
+            )
+            .await?;
+        listed.extend(self.listed(alarm, "SUCCESS", since).await?);
+        let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for d in &listed {
+            if !d.application.is_empty() && !d.deployment_group.is_empty() {
+                groups
+                    .entry(d.application.clone())
+                    .or_default()
+                    .insert(d.deployment_group.clone());
+            }
+        }
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let watching = self.groups_watching(&alarm.alarm_name, &groups).await?;
+        Ok(listed
+            .into_iter()
+            .filter(|d| watching.contains(&(d.application.clone(), d.deployment_group.clone())))
+            .map(|d| Candidate {
+                account: alarm.account.clone(),
+                region: alarm.region.clone(),
+                target: Target::Deployment {
+                    finished_at: if d.status == "IN_PROGRESS" { None } else { d.at },
+                    application: d.application,
+                    deployment_group: d.deployment_group,
+                    deployment_id: d.deployment_id,
+                    status: d.status,
+                },
+            })
+            .collect())
+    }
+
+    /// (ARN, tag value) of every pipeline and stack tagged for `alarm_name`.
+    async fn tagged(&self, alarm_name: &str) -> Result<Vec<(String, String)>, GuardApiError> {
+        let key = format!("{ROLLBACK_TAG_PREFIX}{alarm_name}");
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_TAG_PAGES {
+            let out = self
+                .tagging
+                .get_resources()
+                .tag_filters(TagFilter::builder().key(&key).build())
+                .resource_type_filters("cloudformation:stack")
+                .resource_type_filters("codepipeline")
+                .set_pagination_token(token.take())
+                .send()
+                .await
+                .map_err(|e| transient_or_permanent(classify("Resource Groups Tagging GetResources", &e)))?;
+            for mapping in out.resource_tag_mapping_list() {
+                let value = mapping
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == key)
+                    .map(|t| t.value().to_string())
+                    .unwrap_or_default();
+                if let Some(arn) = mapping.resource_arn() {
+                    found.push((arn.to_string(), value));
+                }
+            }
+            match out.pagination_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(found),
+            }
+        }
+        tracing::warn!(
+            alarm_name,
+            pages = MAX_TAG_PAGES,
+            "more tagged resources than read; the rest are ignored"
+        );
+        Ok(found)
+    }
+
+    async fn stage_candidates(
+        &self,
+        alarm: &AlarmSignal,
+        pipeline: &str,
+        stages: &str,
+    ) -> Result<Vec<Candidate>, GuardApiError> {
+        let wanted: BTreeSet<&str> = stages.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if wanted.is_empty() {
+            tracing::warn!(pipeline, "pipeline tagged for the alarm names no stage; ignored");
+            return Ok(Vec::new());
+        }
+        let state = self
+            .codepipeline
+            .get_pipeline_state()
+            .name(pipeline)
+            .send()
+            .await
+            .map_err(|e| transient_or_permanent(classify(&format!("CodePipeline GetPipelineState {pipeline}"), &e)))?;
+        let mut found = Vec::new();
+        for (index, stage) in state.stage_states().iter().enumerate() {
+            let Some(name) = stage.stage_name().filter(|n| wanted.contains(n)) else {
+                continue;
+            };
+            let Some(latest) = stage.latest_execution() else {
+                continue;
+            };
+            let changed_at = stage
+                .action_states()
+                .iter()
+                .filter_map(|a| a.latest_execution().and_then(|e| e.last_status_change()))
+                .filter_map(to_chrono)
+                .max();
+            found.push(Candidate {
+                account: alarm.account.clone(),
+                region: alarm.region.clone(),
+                target: Target::Stage {
+                    pipeline: pipeline.to_string(),
+                    stage: name.to_string(),
+                    first_stage: index == 0,
+                    execution_id: latest.pipeline_execution_id().to_string(),
+                    status: latest.status().as_str().to_string(),
+                    changed_at,
+                },
+            });
+        }
+        Ok(found)
+    }
+
+    async fn stack_candidate(&self, alarm: &AlarmSignal, arn: &str) -> Result<Option<Candidate>, GuardApiError> {
+        let out = self.cloudformation.describe_stacks().stack_name(arn).send().await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                return match classify(&format!("CloudFormation DescribeStacks {arn}"), &e) {
+                    // A stack deleted since it was tagged: nothing to protect.
+                    CallError::Refused { code, message } if code == "ValidationError" => {
+                        tracing::info!(arn, code, message, "tagged stack not found; ignored");
+                        Ok(None)
+                    }
+                    other => Err(transient_or_permanent(other)),
+                };
+            }
+        };
+        Ok(out.stacks().first().map(|stack| Candidate {
+            account: alarm.account.clone(),
+            region: alarm.region.clone(),
+            target: Target::Stack {
+                stack_name: stack.stack_name().unwrap_or_default().to_string(),
+                stack_id: stack.stack_id().unwrap_or(arn).to_string(),
+                status: stack.stack_status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                updated_at: stack.last_updated_time().or(stack.creation_time()).and_then(to_chrono),
+            },
+        }))
+    }
+}
+
+/// `arn:aws:codepipeline:<region>:<account>:<name>` → the pipeline's name; `None` for webhooks and action types
+/// (`...:webhook:<name>`), which the `codepipeline` resource type filter also returns.
+fn pipeline_name(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "codepipeline", _, _, name] if !name.contains(':') && !name.is_empty() => Some(name),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TargetDiscovery for AwsTargetDiscovery {
+    #[tracing::instrument(skip_all, fields(alarm = %alarm.key()))]
+    async fn candidates(&self, alarm: &AlarmSignal, since: DateTime<Utc>) -> Result<Vec<Candidate>, GuardApiError> {
+        let mut candidates = self.deployments(alarm, since).await?;
+        for (arn, value) in self.tagged(&alarm.alarm_name).await? {
+            if arn.contains(":cloudformation:") {
+                candidates.extend(self.stack_candidate(alarm, &arn).await?);
+            } else if let Some(pipeline) = pipeline_name(&arn) {
+                candidates.extend(self.stage_candidates(alarm, pipeline, &value).await?);
+            }
+        }
+        tracing::info!(candidates = candidates.len(), "targets found");
+        Ok(candidates)
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::pipeline_name;
+
+    #[test]
+    fn only_pipeline_arns_name_a_pipeline() {
+        assert_eq!(
+            pipeline_name("arn:aws:codepipeline:eu-west-1:111122223333:checkout-service"),
+            Some("checkout-service")
+        );
+        assert_eq!(
+            pipeline_name("arn:aws:codepipeline:eu-west-1:111122223333:webhook:gh"),
+            None
+        );
+        assert_eq!(pipeline_name("arn:aws:cloudformation:eu-west-1:1:stack/x/y"), None);
+    }
+}
