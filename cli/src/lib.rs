@@ -5,6 +5,7 @@ pub mod approve;
 pub mod audit;
 pub mod controls;
 pub mod demo;
+pub mod dlq;
 pub mod local;
 pub mod render;
 pub mod replay;

@@ -58,6 +58,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The ingest queue's dead-letter queue: list what it keeps, move it back to the queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Runs Tollgate against a local AWS endpoint (AWS_ENDPOINT_URL, e.g. moto server from scripts/moto.sh).
     Local {
         #[command(subcommand)]
@@ -346,6 +351,31 @@ struct MetricsArgs {
 }
 
 #[derive(Subcommand)]
+enum DlqCommand {
+    /// Lists the messages kept in the dead-letter queue (ids, ages, receive counts, event kinds; never bodies).
+    List {
+        /// The dead-letter queue's URL or name.
+        #[arg(long)]
+        dlq: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Sends the dead-letter queue's messages back to their source queue (same body and attributes), deleting each
+    /// from the dead-letter queue only after the send succeeded.
+    Redrive {
+        /// The dead-letter queue's URL or name.
+        #[arg(long)]
+        dlq: String,
+        /// The queue to send them to (default: the one queue whose redrive policy names the dead-letter queue).
+        #[arg(long)]
+        to: Option<String>,
+        /// Move at most this many messages.
+        #[arg(long)]
+        max: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum LocalCommand {
     /// Creates the table, topic, queues, bus and rules of the template on the local endpoint.
     Provision {
@@ -406,6 +436,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let command = match cli.command {
         Command::Local { command } => command,
+        Command::Dlq { command } => return dlq_command(command).await,
         Command::Replay {
             paths,
             format,
@@ -670,6 +701,30 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let report = demo::run(&clients, &opts).await?;
             out!("{}", demo::print(&report));
+        }
+    }
+    Ok(())
+}
+
+async fn dlq_command(command: DlqCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use tollgate::dlq;
+    let sdk = tollgate_aws::config::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    match command {
+        DlqCommand::List { dlq: name, limit } => {
+            let url = dlq::queue_url(&sqs, &name).await?;
+            let depth = dlq::depth(&sqs, &url).await?;
+            let letters = dlq::list(&sqs, &url, limit).await?;
+            out!("{}", dlq::print_list(&url, depth, &letters));
+        }
+        DlqCommand::Redrive { dlq: name, to, max } => {
+            let url = dlq::queue_url(&sqs, &name).await?;
+            let target = match to {
+                Some(to) => dlq::queue_url(&sqs, &to).await?,
+                None => dlq::source_queue(&sqs, &url).await?,
+            };
+            let report = dlq::redrive(&sqs, &url, &target, max).await?;
+            out!("{}", dlq::print_redrive(&report));
         }
     }
     Ok(())

@@ -1,4 +1,9 @@
-//! Shared set-up of the integration tests: clients for the local AWS endpoint, or a clear skip when there is none.
+//! Shared set-up of the integration tests: clients for the local AWS endpoint, or a clear skip when there is none;
+//! the fault-injecting proxy ([`fault`]), the SQS-driven handler runner ([`driver`]) and the load driver ([`load`]).
+
+pub mod driver;
+pub mod fault;
+pub mod load;
 
 use tollgate::local::Clients;
 
