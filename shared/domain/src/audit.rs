@@ -62,6 +62,8 @@ pub mod action {
     pub const ROLLBACK_REFUSED: &str = "rollback.refused";
     pub const ROLLBACK_NOTIFIED: &str = "rollback.notified";
     pub const CHANGESET_EXECUTE: &str = "changeset.execute";
+    pub const CHANGESET_REVIEW: &str = "changeset.review";
+    pub const CHANGESET_RESULT: &str = "changeset.result";
     pub const FREEZE: &str = "freeze";
     pub const UNFREEZE: &str = "unfreeze";
 }

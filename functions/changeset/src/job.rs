@@ -1,0 +1,94 @@
+//! The job event, as the changeset action needs it: what `tollgate_domain::parse` reads (id, UserParameters,
+//! continuation token) plus the input artifacts' locations and the job's artifact credentials.
+//!
+//! The credentials are read field by field as plain strings, never through a deserializer whose error message could
+//! quote a value, and kept only in [`ArtifactCredentials`], whose `Debug` shows nothing. (The same reading as the
+//! gate's, kept here so that the two functions can change independently.)
+
+use serde_json::Value;
+use tollgate_domain::gate::{ArtifactCredentials, ArtifactLocation};
+use tollgate_domain::parse::{parse_inbound, Inbound, ParseError, PipelineJob};
+
+/// A CodePipeline job for the changeset action.
+#[derive(Debug, Clone)]
+pub struct ChangesetJob {
+    pub job: PipelineJob,
+    /// Input artifacts in order, those stored in S3.
+    pub artifacts: Vec<ArtifactLocation>,
+    pub credentials: Option<ArtifactCredentials>,
+}
+
+/// Why an invocation is not a job the action can answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobEventError {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("the changeset action is invoked by CodePipeline with a `CodePipeline.job` event; this is another kind of input")]
+    NotAJob,
+}
+
+impl ChangesetJob {
+    pub fn from_value(event: &Value) -> Result<ChangesetJob, JobEventError> {
+        let bytes = serde_json::to_vec(event).unwrap_or_default();
+        let Inbound::PipelineJob(job) = parse_inbound(&bytes)? else {
+            return Err(JobEventError::NotAJob);
+        };
+        let data = &event["CodePipeline.job"]["data"];
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let artifacts = data["inputArtifacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                let s3 = &a["location"]["s3Location"];
+                Some(ArtifactLocation {
+                    name: text(&a["name"]).unwrap_or_default(),
+                    bucket: text(&s3["bucketName"])?,
+                    key: text(&s3["objectKey"])?,
+                })
+            })
+            .collect();
+        let c = &data["artifactCredentials"];
+        let credentials = match (
+            text(&c["accessKeyId"]),
+            text(&c["secretAccessKey"]),
+            text(&c["sessionToken"]),
+        ) {
+            (Some(access_key_id), Some(secret_access_key), Some(session_token)) => Some(ArtifactCredentials {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            }),
+            _ => None,
+        };
+        Ok(ChangesetJob {
+            job,
+            artifacts,
+            credentials,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_gives_its_artifact_and_hides_its_credentials() {
+        let event = serde_json::json!({"CodePipeline.job": {"id": "j-1", "accountId": "111122223333", "data": {
+            "actionConfiguration": {"configuration": {"FunctionName": "tollgate-changeset", "UserParameters": "{}"}},
+            "inputArtifacts": [{"name": "SourceArtifact", "location": {"type": "S3", "s3Location":
+                {"bucketName": "b", "objectKey": "k"}}}],
+            "artifactCredentials": {"accessKeyId": "ASIA", "secretAccessKey": "EXAMPLE-SECRET", "sessionToken": "EXAMPLE-SESSION"}
+        }}});
+        let job = ChangesetJob::from_value(&event).unwrap();
+        assert_eq!(job.artifacts.len(), 1);
+        assert_eq!(job.artifacts[0].bucket, "b");
+        let shown = format!("{job:?}");
+        assert!(
+            !shown.contains("EXAMPLE-SECRET") && !shown.contains("EXAMPLE-SESSION"),
+            "{shown}"
+        );
+        assert!(ChangesetJob::from_value(&serde_json::json!({"source": "aws.codepipeline"})).is_err());
+    }
+}
