@@ -538,7 +538,8 @@ impl Run<'_, '_> {
                 Some(&executing),
             ),
             StackProgress::Succeeded => {
-                self.result_once("succeeded", &stack.status, None).await;
+                self.result_once("succeeded", &stack.status, None, executing.first_at)
+                    .await;
                 succeed(
                     format!(
                         "stack {} is {}: change set {} executed",
@@ -558,7 +559,8 @@ impl Run<'_, '_> {
                         stack.status_reason.clone().unwrap_or_default()
                     ),
                 };
-                self.result_once("failed", &stack.status, Some(&reason)).await;
+                self.result_once("failed", &stack.status, Some(&reason), executing.first_at)
+                    .await;
                 fail(
                     FailureKind::JobFailed,
                     format!("stack {} is {}: {reason}", self.params.stack, stack.status),
@@ -673,12 +675,16 @@ impl Run<'_, '_> {
         }
     }
 
-    async fn result_once(&self, outcome: &str, status: &str, reason: Option<&str>) {
+    /// The stack's end. Its result is `stack_result`, not `outcome`: a stack that rolls back is the template's failure,
+    /// not the action's (automation health counts `outcome: failed` as Tollgate's own error).
+    async fn result_once(&self, result: &str, status: &str, reason: Option<&str>, first_at: i64) {
+        let started_at = DateTime::from_timestamp(first_at, 0).map(|t| t.to_rfc3339());
         let detail = json!({
-            "key": format!("{}:{outcome}", self.name),
+            "key": format!("{}:{result}", self.name),
             "stack": self.params.stack,
             "change_set": self.name,
-            "outcome": outcome,
+            "stack_result": result,
+            "started_at": started_at,
             "stack_status": status,
             "reason": reason,
         });
