@@ -180,7 +180,11 @@ impl AwsTargetDiscovery {
                 alarm.at - Duration::hours(IN_FLIGHT_HORIZON_HOURS),
             )
             .await?;
-        listed.extend(self.listed(alarm, "SUCCESS", since).await?);
+        let succeeded = self.listed(alarm, "SUCCESS", since).await?;
+        // An index is eventually consistent: a deployment that just ended can show under both statuses for a moment.
+        // Its end is the newer fact.
+        listed.retain(|d| !succeeded.iter().any(|s| s.deployment_id == d.deployment_id));
+        listed.extend(succeeded);
         let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for d in &listed {
             if !d.application.is_empty() && !d.deployment_group.is_empty() {
