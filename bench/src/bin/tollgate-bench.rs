@@ -251,7 +251,24 @@ fn stubs() -> BTreeMap<String, Stub> {
         ],
         body: vec![0xa0],
     };
+    // The gate reads where its job runs (pipeline, stage, action, execution) from GetJobDetails.
+    let job_details = json!({"jobDetails": {"id": "bench-job", "accountId": "111122223333", "data": {
+        "pipelineContext": {
+            "pipelineName": "checkout-service",
+            "stage": {"name": "Production"},
+            "action": {"name": "Gate", "actionExecutionId": "bench-action"},
+            "pipelineArn": "arn:aws:codepipeline:eu-west-1:111122223333:checkout-service",
+            "pipelineExecutionId": "ed085d02-372a-4b03-ba8a-c1df62a84ced"
+        }
+    }}});
     let mut stubs = BTreeMap::new();
+    stubs.insert(
+        "codepipeline.GetJobDetails".to_string(),
+        Stub {
+            body: job_details.to_string().into_bytes(),
+            ..json_ok.clone()
+        },
+    );
     for op in ["PutJobSuccessResult", "PutJobFailureResult"] {
         stubs.insert(format!("codepipeline.{op}"), json_ok.clone());
     }
@@ -299,18 +316,18 @@ fn provision(o: &Options) -> Result<Resources, Box<dyn std::error::Error>> {
     Ok(resources)
 }
 
-/// The gate reads its policy from the pipeline's input artifact: a zip of the repository's `policies/`.
+/// The gate reads its policy from the pipeline's input artifact: a zip of the committed `policies/` (not the work
+/// tree's, which may be ahead of the binaries being measured).
 fn upload_policy_artifact(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let zip = o.out.join("policy-artifact.zip");
-    let _ = fs::remove_file(&zip);
-    let status = Command::new("zip")
-        .args(["-q", "-r", "-X"])
-        .arg(fs::canonicalize(&o.out)?.join("policy-artifact.zip"))
-        .arg("policies")
+    let status = Command::new("git")
+        .args(["archive", "--format=zip", "-o"])
+        .arg(&zip)
+        .args(["HEAD", "policies"])
         .status()
-        .map_err(|e| format!("cannot run zip: {e}"))?;
+        .map_err(|e| format!("cannot run git: {e}"))?;
     if !status.success() {
-        return Err("zip could not pack policies/ (run from the repository root)".into());
+        return Err("git archive could not pack policies/ (run from the repository root)".into());
     }
     let body = fs::read(&zip)?;
     let config =
