@@ -52,6 +52,8 @@ pub mod action {
     pub const GATE_DECISION: &str = "gate.decision";
     pub const APPROVAL_APPROVE: &str = "approval.approve";
     pub const APPROVAL_REJECT: &str = "approval.reject";
+    /// A decision that was not made: an unauthorised approver, an unlinked chat user, CodePipeline refusing it.
+    pub const APPROVAL_REFUSED: &str = "approval.refused";
     pub const OVERRIDE: &str = "override";
     pub const ROLLBACK: &str = "rollback";
     /// The guard's automatic rollbacks (`tollgate_domain::guard`): the request made, a refusal, or notify only.

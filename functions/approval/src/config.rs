@@ -1,0 +1,146 @@
+//! Configuration, read once at cold start. A missing or unusable variable fails the init with its name.
+
+use tollgate_domain::chat::{parse_approvers, EndpointApprovers};
+
+/// The function's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TOLLGATE_TABLE_NAME`: the DynamoDB table (identities, replay digests, approvals, manual approvals, audit).
+    pub table_name: String,
+    /// `TOLLGATE_TOPIC_ARN`: the topic enriched approval requests are published on.
+    pub topic_arn: String,
+    /// `TOLLGATE_SIGNING_SECRET_ARN`: the Secrets Manager secret chat requests are signed with.
+    pub signing_secret_arn: String,
+    /// `TOLLGATE_APPROVERS`: who may decide from chat: an `approval` section and the `groups` it names, as in a
+    /// policy (YAML or JSON).
+    pub approvers: EndpointApprovers,
+    /// `TOLLGATE_ACCOUNT`: the account of a pipeline a chat command names without one.
+    pub account: String,
+    /// `AWS_REGION` (set by Lambda): the region of a pipeline a chat command names without one.
+    pub region: String,
+    /// `TOLLGATE_RETENTION_DAYS` (default 400).
+    pub retention_days: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "environment variable {0} is not set: the approval function cannot start without it (see docs/approvals.md)"
+    )]
+    Missing(&'static str),
+    #[error("environment variable {name} is {value:?}, expected {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let required = |name: &'static str| {
+            get(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        let table_name = required("TOLLGATE_TABLE_NAME")?;
+        let topic_arn = required("TOLLGATE_TOPIC_ARN")?;
+        let signing_secret_arn = required("TOLLGATE_SIGNING_SECRET_ARN")?;
+        let approvers_text = required("TOLLGATE_APPROVERS")?;
+        let approvers = parse_approvers(&approvers_text).map_err(|e| ConfigError::Invalid {
+            name: "TOLLGATE_APPROVERS",
+            value: approvers_text.clone(),
+            expected: format!("an approval section and its groups ({e})"),
+        })?;
+        let account = required("TOLLGATE_ACCOUNT")?;
+        let region = required("AWS_REGION")?;
+        let retention_days = match get("TOLLGATE_RETENTION_DAYS") {
+            None => 400,
+            Some(v) => v.trim().parse().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
+                name: "TOLLGATE_RETENTION_DAYS",
+                value: v,
+                expected: "a positive number of days".into(),
+            })?,
+        };
+        Ok(Config {
+            table_name,
+            topic_arn,
+            signing_secret_arn,
+            approvers,
+            account,
+            region,
+            retention_days,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(k: &str) -> Option<String> {
+        match k {
+            "TOLLGATE_TABLE_NAME" => Some("t".into()),
+            "TOLLGATE_TOPIC_ARN" => Some("arn:aws:sns:eu-west-1:111122223333:tollgate".into()),
+            "TOLLGATE_SIGNING_SECRET_ARN" => Some("arn:aws:secretsmanager:eu-west-1:111122223333:secret:s".into()),
+            "TOLLGATE_APPROVERS" => {
+                Some("{approval: {approvers: ['arn:aws:iam::111122223333:role/ReleaseManager*']}}".into())
+            }
+            "TOLLGATE_ACCOUNT" => Some("111122223333".into()),
+            "AWS_REGION" => Some("eu-west-1".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_missing_variable_is_named() {
+        for name in [
+            "TOLLGATE_TABLE_NAME",
+            "TOLLGATE_TOPIC_ARN",
+            "TOLLGATE_SIGNING_SECRET_ARN",
+            "TOLLGATE_APPROVERS",
+            "TOLLGATE_ACCOUNT",
+            "AWS_REGION",
+        ] {
+            let err = Config::from_lookup(|k| if k == name { None } else { base(k) }).unwrap_err();
+            assert_eq!(err, ConfigError::Missing(name));
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let c = Config::from_lookup(base).unwrap();
+        assert_eq!((c.retention_days, c.approvers.approval.reason_required), (400, true));
+    }
+
+    #[test]
+    fn approvers_that_allow_no_one_or_have_typos_are_refused() {
+        for bad in [
+            "{}",
+            "{approval: {approvers: []}}",
+            "{approval: {aprovers: ['arn:aws:iam::111122223333:role/x']}}",
+            "{approval: {approvers: [nope]}}",
+            "{approval: {groups: [release-managers]}}",
+        ] {
+            let err = Config::from_lookup(|k| {
+                if k == "TOLLGATE_APPROVERS" {
+                    Some(bad.into())
+                } else {
+                    base(k)
+                }
+            })
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "TOLLGATE_APPROVERS",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
