@@ -4,7 +4,6 @@
 //!
 //! Runs only when `TOLLGATE_TEST_ENDPOINT` names the endpoint (see scripts/moto.sh); otherwise it prints SKIPPED.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
