@@ -861,6 +861,8 @@ pub fn audit_entry(record: &RollbackRecord) -> NewAuditEntry {
             "record": record.id,
             "alarm": record.alarm,
             "alarm_at": record.alarm_at,
+            // From the alarm to this decision: the automation-health latency of the `rollback` family.
+            "started_at": record.alarm_at,
             "target": record.target.target_name(),
             "request": record.action.as_ref().map(ToString::to_string),
             "outcome": record.outcome.map(RollbackOutcome::as_str),
