@@ -72,6 +72,71 @@ pub struct ApprovalRequest {
     pub custom_data: Option<String>,
 }
 
+/// A serde message in the words of the input's format rather than Rust's: `expected u32` → `expected a whole
+/// number`, `expected f64` → `expected a number`, `integer `N` as u128` → `integer `N``, `expected struct Job` →
+/// `expected an object` (`object_word`: "an object" for JSON, "a mapping" for YAML), `expected field identifier` →
+/// `expected a field name`. Quoted values are left as they are.
+pub(crate) fn format_words(message: &str, object_word: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, plain) in [
+        ("expected field identifier", "expected a field name".to_string()),
+        ("expected variant identifier", "expected one of the allowed words".to_string()),
+    ] {
+        out = out.replace(rust, &plain);
+    }
+    for prefix in ["expected tuple struct ", "expected newtype struct ", "expected struct ", "expected enum "] {
+        while let Some(i) = out.find(prefix) {
+            let name_start = i + prefix.len();
+            let end = out[name_start..]
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .map_or(out.len(), |j| name_start + j);
+            let word = if prefix == "expected enum " { "expected one of the allowed values" } else { "" };
+            let replacement = if word.is_empty() { format!("expected {object_word}") } else { word.to_string() };
+            out.replace_range(i..end, &replacement);
+        }
+    }
+    const WHOLE: [&str; 6] = ["u8", "u16", "u32", "u64", "u128", "usize"];
+    const SIGNED: [&str; 6] = ["i8", "i16", "i32", "i64", "i128", "isize"];
+    const FLOAT: [&str; 2] = ["f32", "f64"];
+    let word_for = |t: &str| {
+        if WHOLE.contains(&t) {
+            Some("a whole number")
+        } else if SIGNED.contains(&t) {
+            Some("an integer")
+        } else if FLOAT.contains(&t) {
+            Some("a number")
+        } else {
+            None
+        }
+    };
+    // `expected u32` and the like, each followed by the end or a non-word character.
+    let mut result = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find(|c: char| c == 'e' || c == ' ') {
+        result.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let replaced = [("expected ", true), (" as ", false)].into_iter().find_map(|(lead, keep)| {
+            let after = rest.strip_prefix(lead)?;
+            let len = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
+            let word = word_for(&after[..len])?;
+            Some((lead.len() + len, if keep { format!("expected {word}") } else { String::new() }))
+        });
+        match replaced {
+            Some((consumed, text)) => {
+                result.push_str(&text);
+                rest = &rest[consumed..];
+            }
+            None => {
+                let c = rest.chars().next().map_or(1, char::len_utf8);
+                result.push_str(&rest[..c]);
+                rest = &rest[c..];
+            }
+        }
+    }
+    result.push_str(rest);
+    result
+}
+
 fn json_error(e: &serde_json::Error) -> ParseError {
     let message = e.to_string();
     // serde_json appends " at line L column C"; the position is reported separately.
@@ -276,7 +341,7 @@ fn typed<T: DeserializeOwned>(detail_type: &str, detail: &Value) -> Result<T, Pa
         } else {
             format!("detail.{path}")
         };
-        let problem = e.into_inner().to_string();
+        let problem = format_words(&e.into_inner().to_string(), "an object");
         // serde reports a missing field at its parent; name the field itself.
         if let Some(field) = problem
             .strip_prefix("missing field `")

@@ -452,7 +452,10 @@ impl TimeZone {
         if let Ok(tz) = text.trim().parse::<chrono_tz::Tz>() {
             return Ok(TimeZone(tz));
         }
-        let mut message = format!("unknown time zone {text:?} (expected an IANA name such as Europe/Berlin)");
+        let mut message = format!(
+            "unknown time zone {} (expected an IANA name such as Europe/Berlin)",
+            quoted_prefix(text, MAX_ZONE_NAME_CHARS)
+        );
         if let Some(near) = nearest_zone(text.trim()) {
             message.push_str(&format!("; did you mean {near}?"));
         }
@@ -464,16 +467,36 @@ impl TimeZone {
     }
 }
 
-/// The closest IANA name by edit distance, if it is close enough to be the intended one.
+/// Longer than any IANA name (the longest has 32 characters): a value this long is quoted only in part, and no
+/// name is suggested for it.
+const MAX_ZONE_NAME_CHARS: usize = 64;
+
+/// `text` quoted, cut to its first `max` characters with the length of the whole when it is longer: a message never
+/// repeats a huge value.
+fn quoted_prefix(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// The closest IANA name by edit distance, if it is close enough to be the intended one. The distance is at least
+/// the difference in length, so names more than 3 characters longer or shorter are not compared (which also keeps a
+/// huge value from being compared with every name).
 fn nearest_zone(text: &str) -> Option<&'static str> {
     let wanted = text.to_ascii_lowercase();
     chrono_tz::TZ_VARIANTS
         .iter()
         .map(|tz| (edit_distance(&wanted, &tz.name().to_ascii_lowercase()), tz.name()))
         .filter(|(d, _)| *d <= 3)
+    let length = text.chars().count();
+    if length > MAX_ZONE_NAME_CHARS {
+        return None;
+    }
         .min()
         .map(|(_, name)| name)
 }
+        .filter(|tz| tz.name().len().abs_diff(length) <= 3)
 
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

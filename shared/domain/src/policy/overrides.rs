@@ -108,13 +108,19 @@ pub fn parse_user_parameters(text: &str) -> Result<UserParameters, PolicyError> 
     for key in raw.overrides.keys() {
         if !OVERRIDE_PATHS.contains(&key.as_str()) {
             let mut message = format!("unknown override `{key}`");
-            if let Some(near) = OVERRIDE_PATHS.iter().find(|p| edit_distance(key, p) <= 2) {
+            // The distance is at least the difference in length: a long key is not compared at all.
+            if let Some(near) = OVERRIDE_PATHS
+                .iter()
+                .find(|p| p.len().abs_diff(key.len()) <= 2 && edit_distance(key, p) <= 2)
+            {
                 message.push_str(&format!(" (did you mean `{near}`?)"));
             }
             message.push_str(&format!("; supported: {}", OVERRIDE_PATHS.join(", ")));
+            // An empty or blank key would make the path `overrides.`: it is shown quoted, as field paths show it.
+            let shown = if key.trim().is_empty() { format!("{key:?}") } else { key.clone() };
             return Err(user_error(
                 PolicyErrorKind::UserParameters,
-                Some(format!("overrides.{key}")),
+                Some(format!("overrides.{shown}")),
                 message,
             ));
         }
@@ -126,9 +132,11 @@ pub fn parse_user_parameters(text: &str) -> Result<UserParameters, PolicyError> 
 }
 
 fn json_error(e: &serde_json::Error, segs: &[Seg]) -> PolicyError {
+    // serde_json says column 0 for an error at the start of a line; positions here count from 1, as the event
+    // parser's do.
     let location = (e.line() > 0).then(|| Location {
         line: e.line(),
-        column: e.column(),
+        column: e.column().max(1),
     });
     let message = clean_message(&e.to_string(), segs);
     user_error(PolicyErrorKind::UserParameters, render_path(segs), message).at(location)
@@ -245,6 +253,16 @@ fn text(value: &str) -> Result<String, String> {
     let v = value.trim();
     if v.is_empty() {
         return Err("must not be empty".into());
+    }
+    // A policy cannot hold these (its parser refuses them), so an override cannot put them in one either.
+    if let Some(c) = v
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return Err(format!(
+            "must not contain the control character or line break U+{:04X}",
+            c as u32
+        ));
     }
     Ok(v.to_string())
 }

@@ -37,7 +37,12 @@ pub(crate) fn render_path(segs: &[Seg]) -> Option<String> {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(k);
+                // An empty or blank key would vanish from the path (`: unknown field ``): it is shown quoted.
+                if k.trim().is_empty() {
+                    out.push_str(&format!("{k:?}"));
+                } else {
+                    out.push_str(k);
+                }
             }
             Seg::Index(i) => out.push_str(&format!("[{i}]")),
         }
@@ -133,7 +138,19 @@ pub fn validate_file(path: impl AsRef<std::path::Path>) -> Result<Policy, Policy
             "the policy is {size} bytes, more than the {MAX_POLICY_BYTES}-byte limit"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| io(format!("cannot read the policy: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| io(format!("cannot read the policy: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // Where the first byte that is not UTF-8 is: the line and column (in characters) after the valid text.
+        let valid = e.utf8_error().valid_up_to();
+        let before = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        io(format!(
+            "cannot read the policy: it is not UTF-8 text (byte 0x{:02X} at offset {valid}); save it as UTF-8",
+            e.as_bytes()[valid]
+        ))
+        .at(Some(Location { line, column }))
+    })?;
     parse_policy(&name, &text)
 }
 
@@ -157,9 +174,14 @@ fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
     let mut depth = 0usize;
     for (n, line) in text.split('\n').enumerate() {
         let chars: Vec<char> = line.strip_suffix('\r').unwrap_or(line).chars().collect();
+        // Backslashes just before the current character.
+        let mut backslashes = 0usize;
         for (i, &c) in chars.iter().enumerate() {
             let (line_no, column) = (n + 1, i + 1);
             let prev = if i == 0 { ' ' } else { chars[i - 1] };
+            if i > 0 {
+                backslashes = if prev == '\\' { backslashes + 1 } else { 0 };
+            }
             match c {
                 '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
                     return refuse(
@@ -182,6 +204,30 @@ fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
                     }
                 }
                 ']' | '}' => depth = depth.saturating_sub(1),
+                // YAML refuses control characters raw at 1:1, wherever they are, and JSON reads DEL and the C1
+                // controls: refused here, where they are, so a JSON policy gets one answer with the right position.
+                '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => {
+                    return refuse(
+                        line_no,
+                        column,
+                        format!(
+                            "control character U+{:04X} is not allowed in a policy (remove it)",
+                            c as u32
+                        ),
+                    )
+                }
+                // The escapes that make those characters, or a line break YAML honours (`\N`, `\L`, `\P`): a value
+                // holding one would not read back from the policy's JSON form.
+                // After an even run of backslashes one starts an escape (`\\` is a backslash).
+                '\\' if backslashes % 2 == 0 => {
+                    if let Some(escape) = unrepresentable_escape(&chars[i + 1..]) {
+                        return refuse(
+                            line_no,
+                            column,
+                            format!("the escape `\\{escape}` is not allowed in a policy (it makes a control character or a line break)"),
+                        );
+                    }
+                }
                 '&' | '*'
                     if (prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':'))
                         && chars
@@ -203,6 +249,23 @@ fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
         }
     }
     Ok(())
+}
+
+/// The escape after a `\` (the text following it) when it makes DEL, a C1 control or a line break other than LF:
+/// `\N`, `\L`, `\P`, or `\x`/`\u`/`\U` with such a code point. Fails closed: it does not know whether the `\` is in a
+/// double-quoted string, where alone YAML reads escapes.
+fn unrepresentable_escape(after: &[char]) -> Option<String> {
+    let (&kind, rest) = after.split_first()?;
+    let digits = match kind {
+        'N' | 'L' | 'P' => return Some(kind.to_string()),
+        'x' => 2,
+        'u' => 4,
+        'U' => 8,
+        _ => return None,
+    };
+    let hex: String = rest.iter().take(digits).collect();
+    let code = u32::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == digits)?;
+    matches!(code, 0x7f..=0x9f | 0x2028 | 0x2029).then(|| format!("{kind}{hex}"))
 }
 
 fn location_of(e: &serde_yaml::Error) -> Option<Location> {
@@ -291,6 +354,8 @@ pub(crate) fn clean_message(message: &str, segs: &[Seg]) -> String {
             .map_or(out.len(), |j| i + "expected struct ".len() + j);
         out.replace_range(i..end, "expected a mapping");
     }
+    // The other Rust words (`expected u32`, `as u128`, `field identifier`) in the format's.
+    let mut out = crate::parse::format_words(&out, "a mapping");
     // serde_yaml prefixes the path of the node it was at: the error's path or one of its ancestors.
     for len in (1..=segs.len()).rev() {
         if let Some(prefix) = render_path(&segs[..len]) {
