@@ -180,6 +180,25 @@ fn gate_event(delivery: Delivery, nonce: &str, seq: u64) -> Invocation {
     }
 }
 
+fn hook_env(r: &Resources) -> Vec<(String, String)> {
+    let mut env = table_and_topic(r);
+    // The hook refuses to start without a check; one alarm is the smallest configuration.
+    env.push(("TOLLGATE_HOOK_ALARMS".into(), "checkout-service-5xx".into()));
+    env
+}
+
+/// A CodeDeploy lifecycle hook invocation; a redelivery repeats the hook execution id.
+fn hook_event(delivery: Delivery, nonce: &str, seq: u64) -> Invocation {
+    let execution = match delivery {
+        Delivery::New => format!("bench-hook-{nonce}-{seq}"),
+        Delivery::Duplicate => format!("bench-hook-{nonce}-repeated"),
+    };
+    Invocation {
+        payload: json!({"DeploymentId": "d-BENCH0001", "LifecycleEventHookExecutionId": execution}),
+        request_id: None,
+    }
+}
+
 /// Every function and baseline, in the order of the report.
 pub fn table() -> Vec<FunctionSpec> {
     // Skeletons build no SDK client yet: no SDK baseline to compare with.
@@ -226,7 +245,14 @@ pub fn table() -> Vec<FunctionSpec> {
         },
         // Being built: measured with a generic event until they have their own row.
         echo("guard"),
-        echo("hook"),
+        FunctionSpec {
+            binary: "hook",
+            baseline: false,
+            clients: "dynamodb,sns,cloudwatch",
+            env: hook_env,
+            event: hook_event,
+            check: any_response,
+        },
         echo("changeset"),
         echo("approval"),
     ]
@@ -242,7 +268,7 @@ mod tests {
             let a = (spec.event)(Delivery::New, "n", 1);
             let b = (spec.event)(Delivery::New, "n", 2);
             assert_ne!(a, b, "{}: two new events are the same", spec.binary);
-            if ["ingest", "metrics", "gate"].contains(&spec.binary) {
+            if ["ingest", "metrics", "gate", "hook"].contains(&spec.binary) {
                 let d1 = (spec.event)(Delivery::Duplicate, "n", 3);
                 let d2 = (spec.event)(Delivery::Duplicate, "n", 4);
                 assert_eq!(d1.payload, d2.payload, "{}: duplicates differ", spec.binary);

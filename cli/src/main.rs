@@ -920,10 +920,12 @@ async fn gate_explain(
     execution: Option<String>,
     table: &TableArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
     use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
     use tollgate_aws::gate_store::DynamoDbGateStore;
     use tollgate_domain::gate::{
         apply_override, freeze_scopes, gather_facts, with_ad_hoc_freezes, FactSources, GateControls, JobContext,
+        TaggedAlarms,
     };
     use tollgate_domain::ports::TimelineQueries;
 
@@ -966,14 +968,19 @@ async fn gate_explain(
     };
     let approvals = DynamoDbGateStore::from_sdk_config(&sdk, table.table.clone(), 400);
     let (alarms, metrics) = (
-        CloudWatchAlarms::from_sdk_config(&sdk),
+        TaggedAlarms::new(
+            ResourceGroupsTaggingAlarms::from_sdk_config(&sdk),
+            CloudWatchAlarms::from_sdk_config(&sdk),
+        ),
         CloudWatchMetrics::from_sdk_config(&sdk),
     );
+    // Leases are only read here: explaining a gate never takes one.
     let sources = FactSources {
         alarms: &alarms,
         metrics: &metrics,
         timelines: &store,
         approvals: &approvals,
+        leases: &approvals,
     };
     let now = chrono::Utc::now();
     // Ad-hoc freezes and an override count here as in the gate.

@@ -269,6 +269,10 @@ fn stubs() -> BTreeMap<String, Stub> {
             ..json_ok.clone()
         },
     );
+    stubs.insert(
+        "codedeploy.PutLifecycleEventHookExecutionStatus".to_string(),
+        json_ok.clone(),
+    );
     for op in ["PutJobSuccessResult", "PutJobFailureResult"] {
         stubs.insert(format!("codepipeline.{op}"), json_ok.clone());
     }

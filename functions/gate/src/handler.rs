@@ -9,6 +9,9 @@
 //!    gathered (`tollgate_domain::gate::gather_facts`) and the policy evaluated. An override of this execution's
 //!    stage by an authorised approver then makes it pass, every check still explained; any other is refused, saying
 //!    why (`tollgate_domain::gate::apply_override`).
+//!    A gate that passes a policy with a `concurrency` check then takes its environment's deployment lease
+//!    (`tollgate_domain::gate::claim_deployment_lease`); if a concurrent gate took it first, the decision becomes a
+//!    wait on that deployment, as if it had been seen while gathering.
 //! 6. The decision is recorded with one conditional write keyed by the job id. A retried invocation of the same job
 //!    finds the first decision there and sends that answer again, so a job is decided once.
 //! 7. A failure, or the first wait of a job, is published to engineers.
@@ -21,10 +24,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
 use tollgate_domain::gate::{
-    answer_for, apply_override, freeze_scopes, gate_blocked_notification, gather_facts, truncate_with_note,
-    with_ad_hoc_freezes, AlarmStates, AnswerSent, ApprovalRecords, Continuation, DecisionWrite, FactSources,
-    FailureKind, GateControls, GateDecision, GateDecisions, JobAnswer, JobApiError, JobContext, MetricTotals,
-    PipelineJobs, PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
+    answer_for, apply_override, claim_deployment_lease, freeze_scopes, gate_blocked_notification, gather_facts,
+    truncate_with_note, with_ad_hoc_freezes, AlarmStates, AnswerSent, ApprovalRecords, Continuation, DecisionWrite,
+    DeploymentLeases, FactSources, FailureKind, GateControls, GateDecision, GateDecisions, JobAnswer, JobApiError,
+    JobContext, LeaseResult, MetricTotals, PipelineJobs, PolicyRef, PolicySource, GATE_PRINCIPAL,
+    MAX_FAILURE_MESSAGE_CHARS,
 };
 use tollgate_domain::keys::PipelineKey;
 use tollgate_domain::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
@@ -43,6 +47,8 @@ pub struct Ports<'a> {
     pub approvals: &'a dyn ApprovalRecords,
     /// Ad-hoc freezes and overrides.
     pub controls: &'a dyn GateControls,
+    /// Deployment leases (the concurrency check).
+    pub leases: &'a dyn DeploymentLeases,
     /// Every new decision is appended to the pipeline's audit trail.
     pub audit: &'a dyn AuditLog,
     pub notifier: &'a dyn Notifier,
@@ -326,14 +332,40 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDec
         metrics: ports.metrics,
         timelines: ports.timelines,
         approvals: ports.approvals,
+        leases: ports.leases,
     };
-    let facts = gather_facts(&policy, &context, now, d.first_evaluated_at, &sources).await;
+    let mut facts = gather_facts(&policy, &context, now, d.first_evaluated_at, &sources).await;
     let mut decision = evaluate(&policy, &facts);
+    if decision.outcome == Outcome::Pass {
+        // Only a passing gate holds the environment: a waiting one would block others while it waits.
+        let claimed = claim_deployment_lease(&policy, &context, &d.id, ports.leases, ports.timelines, now).await;
+        let lost = match claimed {
+            LeaseResult::NotNeeded | LeaseResult::Acquired => None,
+            LeaseResult::HeldBy(others) => Some(Ok(others)),
+            LeaseResult::Error(why) => Some(Err(why)),
+        };
+        if let Some(fact) = lost {
+            tracing::info!(job_id, "the deployment lease was not taken; evaluating with it");
+            facts.deployments_in_progress = Some(fact);
+            decision = evaluate(&policy, &facts);
+        }
+    }
     let mut explanation = None;
     match ports.controls.latest_override(&context.approval_key()).await {
         Ok(None) => {}
         Ok(Some(o)) => {
             let (text, applied) = apply_override(&policy, &mut decision, &o);
+            if applied.honoured && policy.concurrency.is_some() {
+                // An override passes whatever the checks say, but the deployment it lets through still holds the
+                // environment, so that other gates wait for it. It cannot be held back by a lease it overrides.
+                match claim_deployment_lease(&policy, &context, &d.id, ports.leases, ports.timelines, now).await {
+                    LeaseResult::HeldBy(others) => {
+                        tracing::warn!(job_id, holders = ?others, "overridden while another deployment holds the lease")
+                    }
+                    LeaseResult::Error(why) => tracing::warn!(job_id, error = %why, "overridden; lease not taken"),
+                    LeaseResult::NotNeeded | LeaseResult::Acquired => {}
+                }
+            }
             explanation = Some(text);
             d.override_applied = Some(applied);
         }

@@ -5,11 +5,13 @@ use gate::config::Config;
 use gate::handler::{handle, Ports};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
+use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
 use tollgate_aws::artifacts::S3ArtifactPolicies;
 use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
 use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
+use tollgate_domain::gate::TaggedAlarms;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -22,7 +24,11 @@ async fn main() -> Result<(), Error> {
     let jobs = CodePipelineJobs::new(aws_sdk_codepipeline::Client::new(&sdk));
     let policies = S3ArtifactPolicies::new(&sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
-    let alarms = CloudWatchAlarms::new(cloudwatch.clone());
+    // Alarms by name from DescribeAlarms; `alarms.tags` resolved to names first by tag:GetResources.
+    let alarms = TaggedAlarms::new(
+        ResourceGroupsTaggingAlarms::new(aws_sdk_resourcegroupstagging::Client::new(&sdk)),
+        CloudWatchAlarms::new(cloudwatch.clone()),
+    );
     let metrics = CloudWatchMetrics::new(cloudwatch);
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn);
     let ports = Ports {
@@ -34,6 +40,7 @@ async fn main() -> Result<(), Error> {
         decisions: &store,
         approvals: &store,
         controls: &store,
+        leases: &store,
         audit: &timelines,
         notifier: &notifier,
     };

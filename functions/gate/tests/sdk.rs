@@ -14,15 +14,18 @@ use aws_sdk_codepipeline::operation::put_job_success_result::{PutJobSuccessResul
 use aws_sdk_codepipeline::types::{ActionContext, FailureType, JobData, JobDetails, PipelineContext, StageContext};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+use aws_sdk_resourcegroupstagging::operation::get_resources::GetResourcesOutput;
+use aws_sdk_resourcegroupstagging::types::ResourceTagMapping;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use chrono::{DateTime, Duration, Utc};
 use gate::handler::{handle, GateReport, Ports};
 use serde_json::{json, Value};
+use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
 use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
 use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
 use tollgate_aws::gate_store::DynamoDbGateStore;
-use tollgate_domain::gate::{GateDecisions, MemoryGateStore, MemoryPolicySource};
+use tollgate_domain::gate::{GateDecisions, MemoryGateStore, MemoryPolicySource, TaggedAlarms};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::parse::parse_event;
 use tollgate_domain::ports::EventRecorder;
@@ -175,10 +178,36 @@ async fn run(
     timelines: &MemoryStore,
     decisions: &dyn GateDecisions,
 ) -> GateReport {
+    run_with_tagging(
+        policy,
+        user_parameters,
+        codepipeline_rules,
+        cloudwatch_rules,
+        &[],
+        timelines,
+        decisions,
+    )
+    .await
+}
+
+/// Runs the gate with mocked CodePipeline, CloudWatch and Resource Groups Tagging clients.
+async fn run_with_tagging(
+    policy: &str,
+    user_parameters: &str,
+    codepipeline_rules: &[&Rule],
+    cloudwatch_rules: &[&Rule],
+    tagging_rules: &[&Rule],
+    timelines: &MemoryStore,
+    decisions: &dyn GateDecisions,
+) -> GateReport {
     let codepipeline = mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, codepipeline_rules);
     let cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, cloudwatch_rules);
+    let tagging = mock_client!(aws_sdk_resourcegroupstagging, RuleMode::Sequential, tagging_rules);
     let jobs = CodePipelineJobs::new(codepipeline);
-    let alarms = CloudWatchAlarms::new(cloudwatch.clone());
+    let alarms = TaggedAlarms::new(
+        ResourceGroupsTaggingAlarms::new(tagging),
+        CloudWatchAlarms::new(cloudwatch.clone()),
+    );
     let metrics = CloudWatchMetrics::new(cloudwatch);
     let policies = MemoryPolicySource::new().with_file("policies/production.yaml", policy);
     let approvals = MemoryGateStore::new();
@@ -193,6 +222,7 @@ async fn run(
         decisions,
         approvals: &approvals,
         controls: &approvals,
+        leases: &approvals,
         audit: &audit,
         notifier: &notifier,
     };
@@ -476,4 +506,135 @@ async fn the_same_job_twice_is_answered_the_same_with_one_decision_recorded() {
     let sent = seen.lock().unwrap().clone();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0], sent[1], "the retry sends the recorded answer");
+}
+
+// ------------------------------------------------------------------ alarms selected by tag
+
+const TAGGED_POLICY: &str = "version: 1
+name: production-gate
+max_wait: 6h
+alarms:
+  names: [checkout-service-5xx]
+  tags: {service: checkout, env: production}
+";
+
+fn get_resources(pages: Vec<(Vec<&'static str>, &'static str)>) -> Vec<Rule> {
+    let mut expected_token: Option<&'static str> = None;
+    pages
+        .into_iter()
+        .map(|(names, next)| {
+            let token = expected_token;
+            expected_token = Some(next);
+            mock!(aws_sdk_resourcegroupstagging::Client::get_resources)
+                .match_requests(move |r| {
+                    let filters: Vec<(Option<&str>, Vec<&str>)> = r
+                        .tag_filters()
+                        .iter()
+                        .map(|f| (f.key(), f.values().iter().map(String::as_str).collect()))
+                        .collect();
+                    r.resource_type_filters() == ["cloudwatch:alarm"]
+                        && filters == [(Some("env"), vec!["production"]), (Some("service"), vec!["checkout"])]
+                        && r.resources_per_page() == Some(100)
+                        && r.pagination_token() == token
+                })
+                .then_output(move || {
+                    let mut out = GetResourcesOutput::builder().pagination_token(next);
+                    for n in &names {
+                        out = out.resource_tag_mapping_list(
+                            ResourceTagMapping::builder()
+                                .resource_arn(format!("arn:aws:cloudwatch:eu-west-1:111122223333:alarm:{n}"))
+                                .build(),
+                        );
+                    }
+                    out.build()
+                })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn alarms_selected_by_tag_are_found_with_get_resources_then_read_with_describe_alarms() {
+    let timelines = MemoryStore::new();
+    let pages = get_resources(vec![
+        (vec!["checkout-db-cpu"], "next-page"),
+        (vec!["checkout-queue-depth"], ""),
+    ]);
+    let since = aws_smithy_types::DateTime::from_secs((now() - Duration::days(1)).timestamp());
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .match_requests(|r| {
+            r.alarm_names() == ["checkout-service-5xx", "checkout-db-cpu", "checkout-queue-depth"]
+                && r.next_token().is_none()
+        })
+        .then_output(move || {
+            let mut out = DescribeAlarmsOutput::builder();
+            for name in ["checkout-service-5xx", "checkout-db-cpu", "checkout-queue-depth"] {
+                out = out.metric_alarms(
+                    MetricAlarm::builder()
+                        .alarm_name(name)
+                        .state_value(StateValue::Ok)
+                        .state_transitioned_timestamp(since)
+                        .state_updated_timestamp(since)
+                        .build(),
+                );
+            }
+            out.build()
+        });
+    let details = get_job_details();
+    let seen: Seen<PutJobSuccessResultInput> = Default::default();
+    let success = put_success(seen.clone());
+    let store = MemoryGateStore::new();
+    let report = run_with_tagging(
+        TAGGED_POLICY,
+        "production",
+        &[&details, &success],
+        &[&alarms],
+        &[&pages[0], &pages[1]],
+        &timelines,
+        &store,
+    )
+    .await;
+    assert_eq!(report.outcome, "pass");
+    assert_eq!(
+        (pages[0].num_calls(), pages[1].num_calls(), alarms.num_calls()),
+        (1, 1, 1)
+    );
+    let sent = seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].output_variables().unwrap()["TOLLGATE_OUTCOME"], "PASS");
+    let decision = store.decision(JOB).await.unwrap().unwrap();
+    assert!(decision.explanation.contains("✓ alarms"), "{}", decision.explanation);
+}
+
+#[tokio::test]
+async fn tags_that_select_no_alarm_fail_the_job_saying_so_without_reading_alarm_states() {
+    let timelines = MemoryStore::new();
+    let pages = get_resources(vec![(vec![], "")]);
+    let alarms = describe_alarms(StateValue::Ok, now() - Duration::days(1));
+    let details = get_job_details();
+    let seen: Seen<PutJobFailureResultInput> = Default::default();
+    let failure = put_failure(seen.clone());
+    let store = MemoryGateStore::new();
+    let report = run_with_tagging(
+        TAGGED_POLICY,
+        "production",
+        &[&details, &failure],
+        &[&alarms],
+        &[&pages[0]],
+        &timelines,
+        &store,
+    )
+    .await;
+    assert_eq!(report.outcome, "fail");
+    assert_eq!(alarms.num_calls(), 0);
+    let sent = seen.lock().unwrap().clone();
+    let failure = sent[0].failure_details().unwrap();
+    assert_eq!(failure.r#type(), &FailureType::JobFailed);
+    assert!(
+        failure.message().contains(
+            "! alarms       could not evaluate: cannot read alarms: no CloudWatch alarm carries the tags env=production, \
+             service=checkout (tag:GetResources found none in this account and region); failing closed (on_error: fail_closed)"
+        ),
+        "{}",
+        failure.message()
+    );
 }

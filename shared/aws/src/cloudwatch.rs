@@ -91,11 +91,12 @@ impl AlarmStates for CloudWatchAlarms {
         tags: &BTreeMap<String, String>,
     ) -> Result<Vec<AlarmFact>, FactError> {
         if !tags.is_empty() {
-            // Finding alarms by tag needs the Resource Groups Tagging API (tag:GetResources); until the gate calls
-            // it, saying so is better than checking fewer alarms than the policy asks for.
+            // Tags are resolved to names by the tagging API (`TaggedAlarms` over `ResourceGroupsTaggingAlarms`);
+            // this adapter reached with tags is wired wrong, and checking fewer alarms than asked is not an option.
             let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             return Err(FactError(format!(
-                "selecting alarms by tags ({}) is not supported by the gate yet; list them under alarms.names",
+                "alarms tagged {} cannot be read by name: this gate is not wired to the tagging API \
+                 (tollgate_domain::gate::TaggedAlarms)",
                 tags.join(", ")
             )));
         }
@@ -331,6 +332,37 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.0.contains("service=checkout"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn describe_alarms_asks_for_at_most_100_names_per_request() {
+        let names: Vec<String> = (0..250).map(|i| format!("alarm-{i:03}")).collect();
+        let chunk = |from: usize, to: usize| {
+            let expected: Vec<String> = names[from..to].to_vec();
+            mock!(Client::describe_alarms)
+                .match_requests(move |r| r.alarm_names() == expected.as_slice() && r.next_token().is_none())
+                .then_output(move || {
+                    let mut out = DescribeAlarmsOutput::builder();
+                    for i in from..to {
+                        out = out.metric_alarms(
+                            MetricAlarm::builder()
+                                .alarm_name(format!("alarm-{i:03}"))
+                                .state_value(StateValue::Ok)
+                                .state_updated_timestamp(aws_smithy_types::DateTime::from_secs(1_795_180_000))
+                                .build(),
+                        );
+                    }
+                    out.build()
+                })
+        };
+        let (a, b, c) = (chunk(0, 100), chunk(100, 200), chunk(200, 250));
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, [&a, &b, &c]);
+        let facts = CloudWatchAlarms::new(client)
+            .alarm_states(&names, &BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(facts.len(), 250);
+        assert_eq!((a.num_calls(), b.num_calls(), c.num_calls()), (1, 1, 1));
     }
 
     #[tokio::test]

@@ -10,6 +10,10 @@
 //!   replaces it, lifting it deletes it (the audit trail keeps the history). The gate reads its scopes with GetItem.
 //! - An override is one item per override, `pk = OVERRIDE#<account>#<region>#<pipeline>#<execution>#<stage>`,
 //!   `sk = AT#<time>#<principal>`; the latest one counts (one Query, newest first, limit 1).
+//! - A deployment lease is one item per environment (and wave), `pk = LEASE#<environment>[#WAVE#<wave>]`,
+//!   `sk = LEASE`, read with a consistent GetItem and taken with one conditional PutItem (absent, held by the same
+//!   execution, or still exactly the finished or expired lease the gate read), so of two gates racing for it exactly
+//!   one wins; the loser's failed condition returns the winner's lease (`ALL_OLD`).
 
 use std::collections::HashMap;
 
@@ -21,9 +25,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tollgate_domain::gate::{
-    approval_pk, freeze_pk, outcome_word, override_pk, ApprovalKey, ApprovalRecord, ApprovalRecords, DecisionWrite,
-    FreezeRecord, GateControls, GateDecision, GateDecisions, OverrideRecord,
+    approval_pk, freeze_pk, holder_id, lease_pk, outcome_word, override_pk, ApprovalKey, ApprovalRecord,
+    ApprovalRecords, DecisionWrite, DeploymentLease, DeploymentLeases, FreezeRecord, GateControls, GateDecision,
+    GateDecisions, LeaseClaim, OverrideRecord,
 };
+use tollgate_domain::keys::ExecutionKey;
 use tollgate_domain::policy::{ApprovalDecision, FreezeBound};
 use tollgate_domain::ports::StoreError;
 
@@ -31,6 +37,9 @@ type Item = HashMap<String, AttributeValue>;
 
 const DECISION_SK: &str = "DECISION";
 const FREEZE_SK: &str = "ACTIVE";
+const LEASE_SK: &str = "LEASE";
+/// A lease item outlives its expiry by this long before DynamoDB's TTL removes it, so a stuck lease can be looked at.
+const LEASE_KEPT_DAYS: i64 = 7;
 const DECISION: &str = "decision";
 const NOTIFIED: &str = "notified";
 
@@ -468,6 +477,133 @@ impl GateControls for DynamoDbGateStore {
     }
 }
 
+impl DynamoDbGateStore {
+    fn lease_item(&self, l: &DeploymentLease) -> Item {
+        let mut item = Item::from([
+            ("pk".to_string(), s(l.pk())),
+            ("sk".to_string(), s(LEASE_SK)),
+            ("kind".to_string(), s("deployment_lease")),
+            ("environment".to_string(), s(&l.environment)),
+            ("holder".to_string(), s(l.holder_id())),
+            ("account".to_string(), s(&l.holder.account)),
+            ("region".to_string(), s(&l.holder.region)),
+            ("pipeline".to_string(), s(&l.holder.pipeline)),
+            ("execution_id".to_string(), s(&l.holder.execution_id)),
+            ("stage".to_string(), s(&l.stage)),
+            ("decision_id".to_string(), s(&l.decision_id)),
+            ("acquired_at".to_string(), s(time(&l.acquired_at))),
+            ("expires_at".to_string(), s(time(&l.expires_at))),
+            (
+                "ttl".to_string(),
+                AttributeValue::N(
+                    (l.expires_at + chrono::Duration::days(LEASE_KEPT_DAYS))
+                        .timestamp()
+                        .to_string(),
+                ),
+            ),
+        ]);
+        if let Some(w) = &l.wave {
+            item.insert("wave".to_string(), s(w));
+        }
+        item
+    }
+
+    fn read_lease(&self, item: &Item) -> Result<DeploymentLease, StoreError> {
+        let bad = |what: &str| {
+            StoreError::Permanent(format!(
+                "a deployment lease in table {} has no readable `{what}`",
+                self.table
+            ))
+        };
+        let text = |name: &str| text_of(item, name).ok_or_else(|| bad(name));
+        Ok(DeploymentLease {
+            environment: text("environment")?,
+            wave: text_of(item, "wave"),
+            holder: ExecutionKey {
+                account: text("account")?,
+                region: text("region")?,
+                pipeline: text("pipeline")?,
+                execution_id: text("execution_id")?,
+            },
+            stage: text("stage")?,
+            decision_id: text("decision_id")?,
+            acquired_at: time_of(item, "acquired_at").ok_or_else(|| bad("acquired_at"))?,
+            expires_at: time_of(item, "expires_at").ok_or_else(|| bad("expires_at"))?,
+        })
+    }
+
+    async fn get_lease_item(&self, pk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(LEASE_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem (deployment lease)", &self.table, &e))?;
+        Ok(out.item)
+    }
+}
+
+#[async_trait]
+impl DeploymentLeases for DynamoDbGateStore {
+    #[tracing::instrument(skip_all, fields(table = %self.table, environment = %environment))]
+    async fn lease(&self, environment: &str, wave: Option<&str>) -> Result<Option<DeploymentLease>, StoreError> {
+        self.get_lease_item(&lease_pk(environment, wave))
+            .await?
+            .map(|item| self.read_lease(&item))
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, lease = %lease.pk()))]
+    async fn claim_lease(
+        &self,
+        lease: &DeploymentLease,
+        replacing: Option<&DeploymentLease>,
+    ) -> Result<LeaseClaim, StoreError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.lease_item(lease)))
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":me", s(lease.holder_id()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        request = match replacing {
+            None => request.condition_expression("attribute_not_exists(pk) OR #holder = :me"),
+            // Exactly the lease the gate found finished or expired: a lease taken since by anyone else stays.
+            Some(old) => request
+                .condition_expression(
+                    "attribute_not_exists(pk) OR #holder = :me OR (#holder = :old AND #acquired = :old_at)",
+                )
+                .expression_attribute_names("#acquired", "acquired_at")
+                .expression_attribute_values(":old", s(holder_id(&old.holder)))
+                .expression_attribute_values(":old_at", s(time(&old.acquired_at))),
+        };
+        let err = match request.send().await {
+            Ok(_) => return Ok(LeaseClaim::Acquired),
+            Err(err) => err,
+        };
+        let Some(PutItemError::ConditionalCheckFailedException(e)) = err.as_service_error() else {
+            return Err(store_error("PutItem (deployment lease)", &self.table, &err));
+        };
+        // Someone else holds it. Emulators may not return the old item; read it then.
+        let held = match e.item() {
+            Some(item) => Some(item.clone()),
+            None => self.get_lease_item(&lease.pk()).await?,
+        };
+        match held {
+            Some(item) => Ok(LeaseClaim::HeldBy(Box::new(self.read_lease(&item)?))),
+            None => Err(StoreError::Transient(format!(
+                "deployment lease {}: the write found it held, but it is gone now; evaluate again",
+                lease.pk()
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,5 +868,255 @@ mod tests {
         store.record_override(&o).await.unwrap();
         assert_eq!(store.latest_override(&key()).await.unwrap(), Some(o));
         assert_eq!((put.num_calls(), query.num_calls()), (1, 1));
+    }
+
+    // ------------------------------------------------------------------ deployment leases
+
+    fn lease(pipeline: &str, execution: &str, at: &str) -> DeploymentLease {
+        let at = DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc);
+        DeploymentLease {
+            environment: "production".into(),
+            wave: Some("1".into()),
+            holder: ExecutionKey {
+                account: "111122223333".into(),
+                region: "eu-west-1".into(),
+                pipeline: pipeline.into(),
+                execution_id: execution.into(),
+            },
+            stage: "Production".into(),
+            decision_id: format!("job-{execution}"),
+            acquired_at: at,
+            expires_at: at + tollgate_domain::gate::LEASE_EXPIRY,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_free_lease_is_one_conditional_put_that_only_an_absent_or_own_lease_lets_through() {
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let item = r.item().unwrap();
+                let values = r.expression_attribute_values().unwrap();
+                r.condition_expression() == Some("attribute_not_exists(pk) OR #holder = :me")
+                    && r.expression_attribute_names().unwrap()["#holder"] == "holder"
+                    && values.len() == 1
+                    && values[":me"].as_s().unwrap() == "111122223333/eu-west-1/payments/pay-1"
+                    && item["pk"].as_s().unwrap() == "LEASE#production#WAVE#1"
+                    && item["sk"].as_s().unwrap() == "LEASE"
+                    && item["holder"].as_s().unwrap() == "111122223333/eu-west-1/payments/pay-1"
+                    && item["wave"].as_s().unwrap() == "1"
+                    && item["acquired_at"].as_s().unwrap() == "2026-11-20T14:00:00.000Z"
+                    && item["expires_at"].as_s().unwrap() == "2026-11-21T14:00:00.000Z"
+                    && item["ttl"].as_n().unwrap() == "1795874400"
+                    && r.return_values_on_condition_check_failure()
+                        == Some(&ReturnValuesOnConditionCheckFailure::AllOld)
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let claim = store
+            .claim_lease(&lease("payments", "pay-1", "2026-11-20T14:00:00Z"), None)
+            .await;
+        assert_eq!(claim.unwrap(), LeaseClaim::Acquired);
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn replacing_a_finished_holder_requires_it_to_be_exactly_the_lease_that_was_read() {
+        let old = lease("payments", "pay-1", "2026-11-20T13:00:00Z");
+        let rule = mock!(Client::put_item)
+            .match_requests(|r| {
+                let values = r.expression_attribute_values().unwrap();
+                r.condition_expression()
+                    == Some("attribute_not_exists(pk) OR #holder = :me OR (#holder = :old AND #acquired = :old_at)")
+                    && r.expression_attribute_names().unwrap()["#acquired"] == "acquired_at"
+                    && values[":me"].as_s().unwrap() == "111122223333/eu-west-1/search/s-1"
+                    && values[":old"].as_s().unwrap() == "111122223333/eu-west-1/payments/pay-1"
+                    && values[":old_at"].as_s().unwrap() == "2026-11-20T13:00:00.000Z"
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let mine = lease("search", "s-1", "2026-11-20T14:00:00Z");
+        assert_eq!(
+            store.claim_lease(&mine, Some(&old)).await.unwrap(),
+            LeaseClaim::Acquired
+        );
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_answers_with_the_winners_lease_from_the_failed_condition() {
+        let winner = lease("payments", "pay-1", "2026-11-20T14:00:00Z");
+        let client_item = {
+            let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, []);
+            DynamoDbGateStore::new(client, "tollgate", 400).lease_item(&winner)
+        };
+        let rule = mock!(Client::put_item).then_error(move || {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .message("held")
+                    .set_item(Some(client_item.clone()))
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let claim = store
+            .claim_lease(&lease("search", "s-1", "2026-11-20T14:00:01Z"), None)
+            .await;
+        assert_eq!(claim.unwrap(), LeaseClaim::HeldBy(Box::new(winner)));
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_read_consistently_and_an_unreadable_one_is_an_error() {
+        let rule = mock!(Client::get_item)
+            .match_requests(|r| {
+                r.key().unwrap()["pk"].as_s().unwrap() == "LEASE#staging"
+                    && r.key().unwrap()["sk"].as_s().unwrap() == "LEASE"
+                    && r.consistent_read() == Some(true)
+            })
+            .then_output(|| {
+                GetItemOutput::builder()
+                    .item("pk", s("LEASE#staging"))
+                    .item("environment", s("staging"))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let store = DynamoDbGateStore::new(client, "tollgate", 400);
+        let err = store.lease("staging", None).await.unwrap_err();
+        assert!(
+            err.to_string().contains("deployment lease") && err.to_string().contains("`account`"),
+            "{err}"
+        );
+    }
+
+    /// Two gates, one lease, against a real DynamoDB API (moto server): runs only with `TOLLGATE_TEST_ENDPOINT`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_gates_racing_for_one_lease_on_dynamodb_let_exactly_one_through() {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        use tollgate_domain::gate::{claim_deployment_lease, JobContext, LeaseResult};
+        use tollgate_domain::memory::MemoryStore;
+
+        let Ok(endpoint) = std::env::var("TOLLGATE_TEST_ENDPOINT") else {
+            println!("SKIPPED: set TOLLGATE_TEST_ENDPOINT (e.g. http://127.0.0.1:5055) to race two gates on DynamoDB");
+            return;
+        };
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "t",
+            ))
+            .build();
+        let client = Client::from_conf(config);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let table = format!("tollgate-leases-{nanos}");
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap()
+        };
+        let key = |n: &str, k: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(k)
+                .build()
+                .unwrap()
+        };
+        client
+            .create_table()
+            .table_name(&table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk"))
+            .attribute_definitions(attr("sk"))
+            .key_schema(key("pk", KeyType::Hash))
+            .key_schema(key("sk", KeyType::Range))
+            .send()
+            .await
+            .expect("CreateTable");
+
+        let policy = tollgate_domain::policy::parse_policy(
+            "p.yaml",
+            "version: 1\nname: p\nmax_wait: 1h\nconcurrency:\n  environment: production\n  wave: 1\n",
+        )
+        .unwrap();
+        let ctx = |pipeline: &str, execution: &str| JobContext {
+            account: "111122223333".into(),
+            region: "eu-west-1".into(),
+            pipeline: pipeline.into(),
+            stage: "Production".into(),
+            action: "Gate".into(),
+            execution_id: execution.into(),
+        };
+        let timelines = MemoryStore::new();
+        let now = DateTime::parse_from_rfc3339("2026-11-20T14:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // Many rounds, each with a fresh environment, each gate with its own client: exactly one winner every time.
+        for round in 0..10 {
+            let policy = tollgate_domain::policy::parse_policy(
+                "p.yaml",
+                &format!("version: 1\nname: p\nmax_wait: 1h\nconcurrency:\n  environment: prod-{round}\n"),
+            )
+            .unwrap();
+            let (a, b) = (
+                DynamoDbGateStore::new(client.clone(), &table, 30),
+                DynamoDbGateStore::new(client.clone(), &table, 30),
+            );
+            let (ca, cb) = (
+                ctx("payments", &format!("p-{round}")),
+                ctx("search", &format!("s-{round}")),
+            );
+            let (ra, rb) = tokio::join!(
+                claim_deployment_lease(&policy, &ca, "ja", &a, &timelines, now),
+                claim_deployment_lease(&policy, &cb, "jb", &b, &timelines, now)
+            );
+            let winners = [&ra, &rb].into_iter().filter(|r| **r == LeaseResult::Acquired).count();
+            assert_eq!(winners, 1, "round {round}: {ra:?} / {rb:?}");
+            let held = a.lease(&format!("prod-{round}"), None).await.unwrap().unwrap();
+            let loser = if ra == LeaseResult::Acquired { &rb } else { &ra };
+            assert_eq!(loser, &LeaseResult::HeldBy(vec![held.describe()]), "round {round}");
+        }
+
+        // The holder re-evaluating keeps it; once the holder's lease expires, the other gate replaces it.
+        let store = DynamoDbGateStore::new(client.clone(), &table, 30);
+        let holder = ctx("payments", "p-main");
+        assert_eq!(
+            claim_deployment_lease(&policy, &holder, "j1", &store, &timelines, now).await,
+            LeaseResult::Acquired
+        );
+        assert_eq!(
+            claim_deployment_lease(&policy, &holder, "j2", &store, &timelines, now).await,
+            LeaseResult::Acquired
+        );
+        let other = ctx("search", "s-main");
+        assert!(matches!(
+            claim_deployment_lease(&policy, &other, "k1", &store, &timelines, now).await,
+            LeaseResult::HeldBy(_)
+        ));
+        let later = now + tollgate_domain::gate::LEASE_EXPIRY;
+        assert_eq!(
+            claim_deployment_lease(&policy, &other, "k2", &store, &timelines, later).await,
+            LeaseResult::Acquired
+        );
+        let held = store.lease("production", Some("1")).await.unwrap().unwrap();
+        assert_eq!(held.holder.execution_id, "s-main");
+        assert_eq!(held.decision_id, "k2");
+
+        client
+            .delete_table()
+            .table_name(&table)
+            .send()
+            .await
+            .expect("DeleteTable");
     }
 }

@@ -38,9 +38,9 @@ pub const MAX_FAILURE_MESSAGE_CHARS: usize = 5000;
 pub const MAX_EXECUTION_SUMMARY_CHARS: usize = 2048;
 pub const MAX_EXTERNAL_EXECUTION_ID_CHARS: usize = 1500;
 
-/// What the concurrency check answers until deployments in progress are tracked: under `fail_closed` (the default)
-/// a policy with a `concurrency` check fails; `concurrency.on_error: fail_open` reports it and goes on.
-pub const CONCURRENCY_UNAVAILABLE: &str = "the concurrency check is not available yet";
+/// How long a deployment lease holds at most. A lease is freed as soon as its holder's execution ends; expiry only
+/// frees a lease whose end was never recorded (lost events, a deleted pipeline), so a stuck lease clears itself.
+pub const LEASE_EXPIRY: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// Executions of a pipeline read to find a stage's latest run or an unrestored failure.
 pub const EXECUTIONS_READ: usize = 20;
@@ -519,20 +519,20 @@ pub struct OverrideOutcome {
 }
 
 /// Applies an override to an evaluated decision. Honoured only when the policy has an `approval` section and `by`
-/// matches one of its `approvers` patterns: then the outcome is Pass, every check stays as evaluated, and the
+/// may approve under it ([`crate::policy::authorise_approver`]: an `approvers` pattern or a member of its `groups`): then the outcome is Pass, every check stays as evaluated, and the
 /// explanation says who overrode it and why. Otherwise the decision is unchanged but for a line saying why the
 /// override was refused. Returns the explanation to record.
 pub fn apply_override(policy: &Policy, decision: &mut Decision, o: &OverrideRecord) -> (String, OverrideOutcome) {
     let reason = o.reason.trim();
     let refused = |why: &str| format!("override by {} refused: {why}", o.by);
-    let (honoured, note) = match &policy.approval {
-        None => (
+    let (honoured, note) = match (&policy.approval, crate::policy::authorise_approver(policy, &o.by)) {
+        (None, _) => (
             false,
             refused("the policy has no approval section, so no one may override this gate"),
         ),
-        Some(_) if reason.is_empty() => (false, refused("it gives no reason")),
-        Some(a) if a.approvers.iter().any(|p| p.matches(&o.by)) => (true, format!("overridden by {}: {reason}", o.by)),
-        Some(_) => (false, refused("not an authorised approver")),
+        (Some(_), _) if reason.is_empty() => (false, refused("it gives no reason")),
+        (Some(_), Ok(how)) => (true, format!("overridden by {} ({how}): {reason}", o.by)),
+        (Some(_), Err(refusal)) => (false, refused(&format!("not an authorised approver: {refusal}"))),
     };
     if honoured {
         decision.summary = format!("{note} (without the override: {})", decision.summary);
@@ -568,6 +568,212 @@ pub trait GateControls: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Deployment leases: the concurrency check.
+
+/// `LEASE#<environment>` or `LEASE#<environment>#WAVE#<wave>`: one lease per environment (and wave), shared by every
+/// pipeline whose policy names it.
+pub fn lease_pk(environment: &str, wave: Option<&str>) -> String {
+    match wave {
+        Some(w) => format!("LEASE#{environment}#WAVE#{w}"),
+        None => format!("LEASE#{environment}"),
+    }
+}
+
+/// The right of one pipeline execution to deploy to an environment (and wave), taken by its gate when it passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentLease {
+    pub environment: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<String>,
+    /// The execution that holds it.
+    pub holder: ExecutionKey,
+    /// The gated stage of the holder.
+    pub stage: String,
+    /// The gate decision that took it.
+    pub decision_id: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl DeploymentLease {
+    pub fn pk(&self) -> String {
+        lease_pk(&self.environment, self.wave.as_deref())
+    }
+
+    /// `<account>/<region>/<pipeline>/<execution id>`: the holder as one value, for conditional writes.
+    pub fn holder_id(&self) -> String {
+        holder_id(&self.holder)
+    }
+
+    /// How the holder reads in a decision: `payments execution 7f3a… (Production, since 2026-11-20 14:02 UTC)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} execution {} ({}, since {} UTC)",
+            self.holder.pipeline,
+            self.holder.execution_id,
+            self.stage,
+            self.acquired_at.format("%Y-%m-%d %H:%M")
+        )
+    }
+}
+
+/// `<account>/<region>/<pipeline>/<execution id>`.
+pub fn holder_id(k: &ExecutionKey) -> String {
+    format!("{}/{}/{}/{}", k.account, k.region, k.pipeline, k.execution_id)
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseClaim {
+    /// The lease is now (still) the claimant's.
+    Acquired,
+    /// Another execution holds it: the lease as stored.
+    HeldBy(Box<DeploymentLease>),
+}
+
+/// Where deployment leases are kept.
+#[async_trait]
+pub trait DeploymentLeases: Send + Sync {
+    /// The lease of an environment (and wave), if any.
+    async fn lease(&self, environment: &str, wave: Option<&str>) -> Result<Option<DeploymentLease>, StoreError>;
+    /// Takes the lease for `lease.holder` with one conditional write, which succeeds only when no lease exists, when
+    /// the same execution holds it (a re-evaluation keeps it), or when the stored lease is still exactly `replacing`
+    /// (the holder the caller found finished or expired). Otherwise answers with the lease that holds it, so of two
+    /// gates racing for one lease exactly one wins.
+    async fn claim_lease(
+        &self,
+        lease: &DeploymentLease,
+        replacing: Option<&DeploymentLease>,
+    ) -> Result<LeaseClaim, StoreError>;
+}
+
+/// Where a lease stands for the execution in `ctx`.
+enum LeaseStanding {
+    /// Nobody holds it, or this execution does.
+    Free,
+    /// Its holder has finished (or the lease expired): it may be replaced, exactly as read.
+    Stale(DeploymentLease),
+    /// Another execution is deploying.
+    Held(DeploymentLease),
+}
+
+/// Whether `lease` still excludes the execution in `ctx`: held by another execution that has not ended (by its
+/// recorded timeline) and has not expired. An execution with no recorded events yet counts as in progress: the
+/// holder took the lease, so it exists, and its events may simply not have arrived.
+async fn standing<Q: TimelineQueries + ?Sized>(
+    timelines: &Q,
+    ctx: &JobContext,
+    lease: Option<DeploymentLease>,
+    now: DateTime<Utc>,
+) -> Result<LeaseStanding, String> {
+    let Some(lease) = lease else {
+        return Ok(LeaseStanding::Free);
+    };
+    if lease.holder == ctx.execution_key() {
+        return Ok(LeaseStanding::Free);
+    }
+    if lease.expires_at <= now {
+        return Ok(LeaseStanding::Stale(lease));
+    }
+    let timeline = execution_timeline(timelines, &lease.holder).await.map_err(|e| {
+        format!(
+            "cannot read the timeline of {} execution {}, which holds the lease: {e}",
+            lease.holder.pipeline, lease.holder.execution_id
+        )
+    })?;
+    match timeline {
+        Some(t) if crate::timeline::is_terminal(&t.state) => Ok(LeaseStanding::Stale(lease)),
+        _ => Ok(LeaseStanding::Held(lease)),
+    }
+}
+
+/// The concurrency fact: the other execution deploying to the policy's environment (and wave), if any.
+async fn deployments_in_progress<L, Q>(
+    leases: &L,
+    timelines: &Q,
+    ctx: &JobContext,
+    environment: &str,
+    wave: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, String>
+where
+    L: DeploymentLeases + ?Sized,
+    Q: TimelineQueries + ?Sized,
+{
+    let lease = leases
+        .lease(environment, wave)
+        .await
+        .map_err(|e| format!("cannot read the deployment lease: {e}"))?;
+    Ok(match standing(timelines, ctx, lease, now).await? {
+        LeaseStanding::Held(l) => vec![l.describe()],
+        LeaseStanding::Free | LeaseStanding::Stale(_) => Vec::new(),
+    })
+}
+
+/// What claiming the lease after a passing evaluation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseResult {
+    /// The policy has no concurrency check: nothing to claim.
+    NotNeeded,
+    Acquired,
+    /// Another execution took it first (a concurrent gate): who, for the concurrency check.
+    HeldBy(Vec<String>),
+    /// The lease could not be read or written.
+    Error(String),
+}
+
+/// Takes the policy's deployment lease for the execution in `ctx`, once its gate has passed: read it, and write it
+/// conditionally unless another execution in progress holds it. Of two gates that both evaluated the lease free,
+/// the conditional write lets exactly one through; the other gets [`LeaseResult::HeldBy`] and must wait.
+pub async fn claim_deployment_lease<L, Q>(
+    policy: &Policy,
+    ctx: &JobContext,
+    decision_id: &str,
+    leases: &L,
+    timelines: &Q,
+    now: DateTime<Utc>,
+) -> LeaseResult
+where
+    L: DeploymentLeases + ?Sized,
+    Q: TimelineQueries + ?Sized,
+{
+    let Some(check) = &policy.concurrency else {
+        return LeaseResult::NotNeeded;
+    };
+    let wave = check.wave.as_deref();
+    let current = match leases.lease(&check.environment, wave).await {
+        Ok(l) => l,
+        Err(e) => return LeaseResult::Error(format!("cannot read the deployment lease: {e}")),
+    };
+    let replacing = match standing(timelines, ctx, current.clone(), now).await {
+        Err(why) => return LeaseResult::Error(why),
+        Ok(LeaseStanding::Held(l)) => return LeaseResult::HeldBy(vec![l.describe()]),
+        Ok(LeaseStanding::Stale(l)) => Some(l),
+        // Ours already: claiming again renews it and keeps the first acquisition time.
+        Ok(LeaseStanding::Free) => current.filter(|l| l.holder == ctx.execution_key()),
+    };
+    let acquired_at = replacing
+        .as_ref()
+        .filter(|l| l.holder == ctx.execution_key())
+        .map(|l| l.acquired_at)
+        .unwrap_or(now);
+    let lease = DeploymentLease {
+        environment: check.environment.clone(),
+        wave: check.wave.clone(),
+        holder: ctx.execution_key(),
+        stage: ctx.stage.clone(),
+        decision_id: decision_id.to_string(),
+        acquired_at,
+        expires_at: now + LEASE_EXPIRY,
+    };
+    match leases.claim_lease(&lease, replacing.as_ref()).await {
+        Ok(LeaseClaim::Acquired) => LeaseResult::Acquired,
+        Ok(LeaseClaim::HeldBy(other)) => LeaseResult::HeldBy(vec![other.describe()]),
+        Err(e) => LeaseResult::Error(format!("cannot take the deployment lease: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The world outside: CodePipeline, the artifact, CloudWatch.
 
 /// Why a fact could not be gathered, in words for the decision's message.
@@ -584,6 +790,68 @@ pub trait AlarmStates: Send + Sync {
         names: &[String],
         tags: &BTreeMap<String, String>,
     ) -> Result<Vec<AlarmFact>, FactError>;
+}
+
+/// Finding CloudWatch alarms by their tags (the Resource Groups Tagging API).
+#[async_trait]
+pub trait AlarmsByTags: Send + Sync {
+    /// The names of the alarms, in this account and region, that carry every one of `tags` (key and value).
+    async fn alarms_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<String>, FactError>;
+}
+
+/// `tags = k=v, …` in words.
+fn tags_text(tags: &BTreeMap<String, String>) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Alarm states for a policy's `names` and `tags`: the names of the tagged alarms from `index`, then the states of
+/// those and of the named ones from `states`, in one pass. Tags that select no alarm at all are an error (the check
+/// would otherwise pass while checking nothing the author meant), which fails closed unless the policy says
+/// `on_error: fail_open`. A tagged alarm deleted between the two reads is simply gone.
+#[derive(Debug, Clone)]
+pub struct TaggedAlarms<I, S> {
+    index: I,
+    states: S,
+}
+
+impl<I, S> TaggedAlarms<I, S> {
+    pub fn new(index: I, states: S) -> Self {
+        TaggedAlarms { index, states }
+    }
+}
+
+#[async_trait]
+impl<I: AlarmsByTags, S: AlarmStates> AlarmStates for TaggedAlarms<I, S> {
+    async fn alarm_states(
+        &self,
+        names: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<AlarmFact>, FactError> {
+        if tags.is_empty() {
+            return self.states.alarm_states(names, tags).await;
+        }
+        let tagged = self
+            .index
+            .alarms_tagged(tags)
+            .await
+            .map_err(|e| FactError(format!("cannot find the alarms tagged {}: {e}", tags_text(tags))))?;
+        if tagged.is_empty() {
+            return Err(FactError(format!(
+                "no CloudWatch alarm carries the tags {} (tag:GetResources found none in this account and region)",
+                tags_text(tags)
+            )));
+        }
+        let mut all: Vec<String> = names.to_vec();
+        for name in tagged {
+            if !all.contains(&name) {
+                all.push(name);
+            }
+        }
+        self.states.alarm_states(&all, &BTreeMap::new()).await
+    }
 }
 
 /// CloudWatch metrics.
@@ -641,27 +909,30 @@ pub trait PolicySource: Send + Sync {
 // Gathering the facts.
 
 /// The adapters facts are read through.
-pub struct FactSources<'a, A: ?Sized, M: ?Sized, Q: ?Sized, P: ?Sized> {
+pub struct FactSources<'a, A: ?Sized, M: ?Sized, Q: ?Sized, P: ?Sized, L: ?Sized> {
     pub alarms: &'a A,
     pub metrics: &'a M,
     pub timelines: &'a Q,
     pub approvals: &'a P,
+    /// Deployment leases, for the concurrency check.
+    pub leases: &'a L,
 }
 
 /// Gathers the facts `policy` needs, and only those, for the job in `ctx`. Every failure becomes that fact's
 /// `Err(reason)`, for the engine to fail closed or open as the policy says; nothing here fails the evaluation.
-pub async fn gather_facts<A, M, Q, P>(
+pub async fn gather_facts<A, M, Q, P, L>(
     policy: &Policy,
     ctx: &JobContext,
     now: DateTime<Utc>,
     first_evaluated_at: DateTime<Utc>,
-    sources: &FactSources<'_, A, M, Q, P>,
+    sources: &FactSources<'_, A, M, Q, P, L>,
 ) -> Facts
 where
     A: AlarmStates + ?Sized,
     M: MetricTotals + ?Sized,
     Q: TimelineQueries + ?Sized,
     P: ApprovalRecords + ?Sized,
+    L: DeploymentLeases + ?Sized,
 {
     let mut facts = Facts::new(now, first_evaluated_at);
     if let Some(alarms) = &policy.alarms {
@@ -695,8 +966,18 @@ where
                 .map_err(|e| e.to_string()),
         );
     }
-    if policy.concurrency.is_some() {
-        facts.deployments_in_progress = Some(Err(CONCURRENCY_UNAVAILABLE.to_string()));
+    if let Some(c) = &policy.concurrency {
+        facts.deployments_in_progress = Some(
+            deployments_in_progress(
+                sources.leases,
+                sources.timelines,
+                ctx,
+                &c.environment,
+                c.wave.as_deref(),
+                now,
+            )
+            .await,
+        );
     }
     facts
 }
@@ -859,6 +1140,7 @@ pub struct MemoryGateStore {
     approvals: Mutex<BTreeMap<ApprovalKey, Vec<ApprovalRecord>>>,
     freezes: Mutex<BTreeMap<String, FreezeRecord>>,
     overrides: Mutex<BTreeMap<ApprovalKey, Vec<OverrideRecord>>>,
+    leases: Mutex<BTreeMap<String, DeploymentLease>>,
     writes: Mutex<u64>,
 }
 
@@ -958,6 +1240,75 @@ impl GateControls for MemoryGateStore {
         Ok(lock(&self.overrides)
             .get(key)
             .and_then(|all| all.iter().max_by_key(|o| o.at).cloned()))
+    }
+}
+
+#[async_trait]
+impl DeploymentLeases for MemoryGateStore {
+    async fn lease(&self, environment: &str, wave: Option<&str>) -> Result<Option<DeploymentLease>, StoreError> {
+        Ok(lock(&self.leases).get(&lease_pk(environment, wave)).cloned())
+    }
+
+    async fn claim_lease(
+        &self,
+        lease: &DeploymentLease,
+        replacing: Option<&DeploymentLease>,
+    ) -> Result<LeaseClaim, StoreError> {
+        let mut leases = lock(&self.leases);
+        let pk = lease.pk();
+        // The same condition as the DynamoDB adapter's: absent, ours, or exactly the one the caller saw.
+        let may = match leases.get(&pk) {
+            None => true,
+            Some(current) => {
+                current.holder == lease.holder
+                    || replacing.is_some_and(|r| r.holder == current.holder && r.acquired_at == current.acquired_at)
+            }
+        };
+        if !may {
+            let held = leases.get(&pk).cloned().map(Box::new);
+            return Ok(held.map(LeaseClaim::HeldBy).unwrap_or(LeaseClaim::Acquired));
+        }
+        leases.insert(pk, lease.clone());
+        Ok(LeaseClaim::Acquired)
+    }
+}
+
+/// Alarm tags held in memory: each alarm's tags.
+#[derive(Debug, Default)]
+pub struct MemoryAlarmTags {
+    alarms: BTreeMap<String, BTreeMap<String, String>>,
+    error: Option<FactError>,
+}
+
+impl MemoryAlarmTags {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_alarm(mut self, name: &str, tags: &[(&str, &str)]) -> Self {
+        let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.alarms.insert(name.to_string(), tags);
+        self
+    }
+
+    pub fn failing(mut self, error: &str) -> Self {
+        self.error = Some(FactError(error.to_string()));
+        self
+    }
+}
+
+#[async_trait]
+impl AlarmsByTags for MemoryAlarmTags {
+    async fn alarms_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<String>, FactError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        Ok(self
+            .alarms
+            .iter()
+            .filter(|(_, carried)| tags.iter().all(|(k, v)| carried.get(k) == Some(v)))
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 }
 
@@ -1211,6 +1562,7 @@ mod tests {
             metrics: &cloudwatch,
             timelines: store,
             approvals: &approvals,
+            leases: &approvals,
         };
         (
             gather_facts(&policy, &job_context(), now, now, &sources).await,
@@ -1405,6 +1757,289 @@ mod tests {
             facts.upstream_unrestored_failure_at,
             Some(Ok(Some(at("2026-11-20T13:20:00Z"))))
         );
+    }
+
+    // ------------------------------------------------------------------ concurrency: deployment leases
+
+    const CONCURRENT: &str = "version: 1\nname: p\nmax_wait: 1h\nconcurrency:\n  environment: production\n  wave: 1\n";
+
+    fn ctx_of(pipeline: &str, execution: &str) -> JobContext {
+        JobContext {
+            pipeline: pipeline.into(),
+            execution_id: execution.into(),
+            ..job_context()
+        }
+    }
+
+    async fn in_progress(
+        leases: &MemoryGateStore,
+        store: &MemoryStore,
+        policy: &Policy,
+        ctx: &JobContext,
+    ) -> Result<Vec<String>, String> {
+        let cloudwatch = MemoryCloudWatch::new();
+        let sources = FactSources {
+            alarms: &cloudwatch,
+            metrics: &cloudwatch,
+            timelines: store,
+            approvals: leases,
+            leases,
+        };
+        let now = at("2026-11-20T14:00:00Z");
+        gather_facts(policy, ctx, now, now, &sources)
+            .await
+            .deployments_in_progress
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_held_while_its_execution_is_in_progress_and_freed_when_it_ends() {
+        let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
+        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let now = at("2026-11-20T14:00:00Z");
+        let (payments, checkout) = (ctx_of("payments", "pay-1"), ctx_of("checkout-service", "prod-1"));
+        record(&store, "payments", "pay-1", None, "STARTED", "2026-11-20T13:50:00Z").await;
+
+        // Nobody holds it: free for both, and the first gate to pass takes it.
+        assert_eq!(in_progress(&leases, &store, &policy, &checkout).await, Ok(vec![]));
+        let claimed = claim_deployment_lease(&policy, &payments, "job-p", &leases, &store, now).await;
+        assert_eq!(claimed, LeaseResult::Acquired);
+        let lease = leases.lease("production", Some("1")).await.unwrap().unwrap();
+        assert_eq!(
+            (lease.holder.pipeline.as_str(), lease.decision_id.as_str()),
+            ("payments", "job-p")
+        );
+        assert_eq!(lease.expires_at, now + LEASE_EXPIRY);
+
+        // Another execution waits for it; the holder re-evaluating keeps it.
+        let held = "payments execution pay-1 (Production, since 2026-11-20 14:00 UTC)".to_string();
+        assert_eq!(
+            in_progress(&leases, &store, &policy, &checkout).await,
+            Ok(vec![held.clone()])
+        );
+        assert_eq!(in_progress(&leases, &store, &policy, &payments).await, Ok(vec![]));
+        let later = now + chrono::TimeDelta::minutes(5);
+        assert_eq!(
+            claim_deployment_lease(&policy, &checkout, "job-c", &leases, &store, later).await,
+            LeaseResult::HeldBy(vec![held])
+        );
+        assert_eq!(
+            claim_deployment_lease(&policy, &payments, "job-p2", &leases, &store, later).await,
+            LeaseResult::Acquired
+        );
+        let renewed = leases.lease("production", Some("1")).await.unwrap().unwrap();
+        assert_eq!(renewed.acquired_at, now, "a renewal keeps the first acquisition");
+        assert_eq!(renewed.expires_at, later + LEASE_EXPIRY);
+
+        // The holder's execution ends: the lease is free and the next gate replaces it.
+        record(&store, "payments", "pay-1", None, "SUCCEEDED", "2026-11-20T14:10:00Z").await;
+        assert_eq!(in_progress(&leases, &store, &policy, &checkout).await, Ok(vec![]));
+        assert_eq!(
+            claim_deployment_lease(&policy, &checkout, "job-c2", &leases, &store, later).await,
+            LeaseResult::Acquired
+        );
+        let now_held = leases.lease("production", Some("1")).await.unwrap().unwrap();
+        assert_eq!(now_held.holder, checkout.execution_key());
+    }
+
+    #[tokio::test]
+    async fn failed_superseded_and_expired_holders_free_the_lease() {
+        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let checkout = ctx_of("checkout-service", "prod-1");
+        for (state, now) in [
+            (Some("FAILED"), "2026-11-20T14:00:00Z"),
+            (Some("SUPERSEDED"), "2026-11-20T14:00:00Z"),
+            (Some("STOPPED"), "2026-11-20T14:00:00Z"),
+            // No end recorded, but the lease is older than LEASE_EXPIRY: a stuck lease clears itself.
+            (None, "2026-11-21T13:00:01Z"),
+        ] {
+            let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
+            record(&store, "payments", "pay-1", None, "STARTED", "2026-11-20T12:00:00Z").await;
+            let payments = ctx_of("payments", "pay-1");
+            let took = at("2026-11-20T13:00:00Z");
+            assert_eq!(
+                claim_deployment_lease(&policy, &payments, "j", &leases, &store, took).await,
+                LeaseResult::Acquired
+            );
+            if let Some(state) = state {
+                record(&store, "payments", "pay-1", None, state, "2026-11-20T13:30:00Z").await;
+            }
+            let claimed = claim_deployment_lease(&policy, &checkout, "k", &leases, &store, at(now)).await;
+            assert_eq!(claimed, LeaseResult::Acquired, "{state:?}");
+            let lease = leases.lease("production", Some("1")).await.unwrap().unwrap();
+            assert_eq!(lease.holder, checkout.execution_key(), "{state:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_holder_with_no_recorded_events_yet_counts_as_in_progress() {
+        let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
+        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let now = at("2026-11-20T14:00:00Z");
+        claim_deployment_lease(&policy, &ctx_of("payments", "pay-1"), "j", &leases, &store, now).await;
+        let others = in_progress(&leases, &store, &policy, &ctx_of("checkout-service", "prod-1"))
+            .await
+            .unwrap();
+        assert_eq!(others.len(), 1);
+        assert!(others[0].starts_with("payments execution pay-1"), "{others:?}");
+    }
+
+    #[tokio::test]
+    async fn of_two_gates_that_saw_the_lease_free_exactly_one_takes_it() {
+        let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
+        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let now = at("2026-11-20T14:00:00Z");
+        let (a, b) = (ctx_of("payments", "pay-1"), ctx_of("search", "s-1"));
+        // Both evaluated the lease free...
+        assert_eq!(in_progress(&leases, &store, &policy, &a).await, Ok(vec![]));
+        assert_eq!(in_progress(&leases, &store, &policy, &b).await, Ok(vec![]));
+        // ... and both passed: the claims run concurrently.
+        let (ra, rb) = tokio::join!(
+            claim_deployment_lease(&policy, &a, "ja", &leases, &store, now),
+            claim_deployment_lease(&policy, &b, "jb", &leases, &store, now)
+        );
+        let won = [&ra, &rb].iter().filter(|r| ***r == LeaseResult::Acquired).count();
+        assert_eq!(won, 1, "{ra:?} {rb:?}");
+        assert!(matches!(ra, LeaseResult::HeldBy(_)) || matches!(rb, LeaseResult::HeldBy(_)));
+    }
+
+    #[tokio::test]
+    async fn waves_and_environments_have_their_own_leases_and_no_policy_needs_none() {
+        let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
+        let now = at("2026-11-20T14:00:00Z");
+        let wave2 = crate::policy::parse_policy("p.yaml", &CONCURRENT.replace("wave: 1", "wave: 2")).unwrap();
+        let wave1 = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        claim_deployment_lease(&wave1, &ctx_of("payments", "pay-1"), "j", &leases, &store, now).await;
+        assert_eq!(
+            claim_deployment_lease(&wave2, &ctx_of("search", "s-1"), "k", &leases, &store, now).await,
+            LeaseResult::Acquired
+        );
+        assert_eq!(lease_pk("production", Some("1")), "LEASE#production#WAVE#1");
+        assert_eq!(lease_pk("staging", None), "LEASE#staging");
+        let none = crate::policy::parse_policy("p.yaml", "version: 1\nname: p\nmax_wait: 1h\n").unwrap();
+        assert_eq!(
+            claim_deployment_lease(&none, &ctx_of("x", "y"), "z", &leases, &store, now).await,
+            LeaseResult::NotNeeded
+        );
+    }
+
+    struct BrokenLeases;
+
+    #[async_trait]
+    impl DeploymentLeases for BrokenLeases {
+        async fn lease(&self, _: &str, _: Option<&str>) -> Result<Option<DeploymentLease>, StoreError> {
+            Err(StoreError::Transient("ThrottlingException".into()))
+        }
+        async fn claim_lease(
+            &self,
+            _: &DeploymentLease,
+            _: Option<&DeploymentLease>,
+        ) -> Result<LeaseClaim, StoreError> {
+            Err(StoreError::Transient("ThrottlingException".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_lease_is_an_error_of_the_check() {
+        let store = MemoryStore::new();
+        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let cloudwatch = MemoryCloudWatch::new();
+        let approvals = MemoryGateStore::new();
+        let sources = FactSources {
+            alarms: &cloudwatch,
+            metrics: &cloudwatch,
+            timelines: &store,
+            approvals: &approvals,
+            leases: &BrokenLeases,
+        };
+        let now = at("2026-11-20T14:00:00Z");
+        let facts = gather_facts(&policy, &job_context(), now, now, &sources).await;
+        let err = facts.deployments_in_progress.unwrap().unwrap_err();
+        assert!(
+            err.contains("cannot read the deployment lease") && err.contains("Throttling"),
+            "{err}"
+        );
+        match claim_deployment_lease(&policy, &job_context(), "j", &BrokenLeases, &store, now).await {
+            LeaseResult::Error(why) => assert!(why.contains("Throttling"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // ------------------------------------------------------------------ alarms by tag
+
+    fn alarm(name: &str, state: crate::policy::AlarmState) -> AlarmFact {
+        AlarmFact {
+            name: name.into(),
+            state,
+            since: at("2026-11-20T13:00:00Z"),
+        }
+    }
+
+    #[tokio::test]
+    async fn tagged_alarms_join_the_named_ones() {
+        use crate::policy::AlarmState::{Alarm, Ok as Fine};
+        let index = MemoryAlarmTags::new()
+            .with_alarm("checkout-5xx", &[("service", "checkout"), ("team", "payments")])
+            .with_alarm("checkout-latency", &[("service", "checkout")])
+            .with_alarm("search-5xx", &[("service", "search")]);
+        let states = MemoryCloudWatch::new().with_alarms(Ok(vec![
+            alarm("checkout-5xx", Alarm),
+            alarm("checkout-latency", Fine),
+            alarm("search-5xx", Alarm),
+            alarm("named", Fine),
+        ]));
+        let alarms = TaggedAlarms::new(index, states);
+        let tags = BTreeMap::from([("service".to_string(), "checkout".to_string())]);
+        let found = alarms
+            .alarm_states(&["named".into(), "checkout-5xx".into()], &tags)
+            .await
+            .unwrap();
+        let names: Vec<&str> = found.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["checkout-5xx", "checkout-latency", "named"]);
+        assert_eq!(
+            alarms.states.asked(),
+            vec!["alarms named,checkout-5xx,checkout-latency".to_string()]
+        );
+
+        let both = BTreeMap::from([
+            ("service".to_string(), "checkout".to_string()),
+            ("team".to_string(), "payments".to_string()),
+        ]);
+        let found = alarms.alarm_states(&[], &both).await.unwrap();
+        assert_eq!(
+            found.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["checkout-5xx"]
+        );
+    }
+
+    #[tokio::test]
+    async fn tags_that_select_no_alarm_or_cannot_be_read_are_errors() {
+        let index = MemoryAlarmTags::new().with_alarm("search-5xx", &[("service", "search")]);
+        let alarms = TaggedAlarms::new(index, MemoryCloudWatch::new());
+        let tags = BTreeMap::from([("service".to_string(), "checkout".to_string())]);
+        let err = alarms.alarm_states(&["named".into()], &tags).await.unwrap_err();
+        assert_eq!(
+            err.0,
+            "no CloudWatch alarm carries the tags service=checkout (tag:GetResources found none in this account and region)"
+        );
+        assert!(
+            alarms.states.asked().is_empty(),
+            "no alarm state is read for a selection that failed"
+        );
+
+        let alarms = TaggedAlarms::new(
+            MemoryAlarmTags::new().failing("AccessDeniedException"),
+            MemoryCloudWatch::new(),
+        );
+        let err = alarms.alarm_states(&[], &tags).await.unwrap_err();
+        assert_eq!(
+            err.0,
+            "cannot find the alarms tagged service=checkout: AccessDeniedException"
+        );
+
+        // Without tags the index is never asked.
+        let alarms = TaggedAlarms::new(MemoryAlarmTags::new().failing("never"), MemoryCloudWatch::new());
+        assert!(alarms.alarm_states(&["named".into()], &BTreeMap::new()).await.is_ok());
     }
 
     #[test]

@@ -318,10 +318,16 @@ fn upstream_check_alone() {
     ]);
 }
 
-const APPROVAL: &str = "approval:\n  approvers: [\"arn:aws:iam::111122223333:role/ReleaseManager*\", \"arn:aws:sts::111122223333:assumed-role/ReleaseManager/*\"]\n  groups: [release-managers]\n";
-const APPROVAL_NO_REASON: &str = "approval:\n  groups: [release-managers]\n  reason_required: false\n";
+const APPROVAL: &str = "approval:\n  approvers: [\"arn:aws:iam::111122223333:role/ReleaseManager*\", \"arn:aws:sts::111122223333:assumed-role/ReleaseManager/*\"]\n  groups: [release-managers]\ngroups:\n  release-managers: [\"arn:aws:iam::111122223333:user/release/*\", \"sso:111122223333:ReleaseManager\"]\n  developers: [\"arn:aws:sts::111122223333:assumed-role/Developer/*\"]\n";
+const APPROVAL_NO_REASON: &str = "approval:\n  groups: [release-managers]\n  reason_required: false\ngroups:\n  release-managers: [\"sso:111122223333:ReleaseManager\"]\n";
+/// Groups named but declared nowhere: they have no members.
+const APPROVAL_UNDECLARED: &str = "approval:\n  groups: [release-managers]\n";
 const MANAGER: &str = "arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice";
 const DEVELOPER: &str = "arn:aws:sts::111122223333:assumed-role/Developer/bob";
+const SSO_MANAGER: &str = "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_ReleaseManager_0a1b2c3d4e5f6789/carol";
+const SSO_OTHER_ACCOUNT: &str =
+    "arn:aws:sts::444455556666:assumed-role/AWSReservedSSO_ReleaseManager_0a1b2c3d4e5f6789/mallory";
+const IAM_RELEASE_USER: &str = "arn:aws:iam::111122223333:user/release/dave";
 
 #[test]
 fn approval_check_alone() {
@@ -337,11 +343,43 @@ fn approval_check_alone() {
             None,
         ),
         row(
-            "approved by group",
+            "approved by a member of a group through its permission set",
             APPROVAL,
-            |f| f.approval = Some(Ok(Some(approval(DEVELOPER, &["release-managers"], Approve, Some("ok"))))),
+            |f| f.approval = Some(Ok(Some(approval(SSO_MANAGER, &[], Approve, Some("ok"))))),
             (K::Approval, S::Pass, Out::Pass),
             "(group release-managers): ok",
+            None,
+        ),
+        row(
+            "approved by a member of a group through an ARN pattern",
+            APPROVAL,
+            |f| f.approval = Some(Ok(Some(approval(IAM_RELEASE_USER, &[], Approve, Some("ok"))))),
+            (K::Approval, S::Pass, Out::Pass),
+            "approved by arn:aws:iam::111122223333:user/release/dave at 13:55 Europe/Berlin (group release-managers): ok",
+            None,
+        ),
+        row(
+            "the same permission set in another account is not a member",
+            APPROVAL,
+            |f| f.approval = Some(Ok(Some(approval(SSO_OTHER_ACCOUNT, &[], Approve, Some("ok"))))),
+            (K::Approval, S::Fail, Out::Fail),
+            "arn:aws:sts::444455556666:assumed-role/AWSReservedSSO_ReleaseManager_0a1b2c3d4e5f6789/mallory is not an authorised approver",
+            None,
+        ),
+        row(
+            "groups recorded with an approval are not trusted",
+            APPROVAL,
+            |f| f.approval = Some(Ok(Some(approval(DEVELOPER, &["release-managers"], Approve, Some("ok"))))),
+            (K::Approval, S::Fail, Out::Fail),
+            "arn:aws:sts::111122223333:assumed-role/Developer/bob is not an authorised approver: approvers are arn:aws:iam::111122223333:role/ReleaseManager* or arn:aws:sts::111122223333:assumed-role/ReleaseManager/* or group release-managers (release-managers = arn:aws:iam::111122223333:user/release/*, sso:111122223333:ReleaseManager)",
+            None,
+        ),
+        row(
+            "a member of a declared group that may not approve is refused",
+            APPROVAL,
+            |f| f.approval = Some(Ok(Some(approval(DEVELOPER, &[], Approve, Some("lgtm"))))),
+            (K::Approval, S::Fail, Out::Fail),
+            "is not an authorised approver",
             None,
         ),
         row(
@@ -352,25 +390,80 @@ fn approval_check_alone() {
             "rejected by arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice at 13:55 Europe/Berlin: error budget spent",
             None,
         ),
-        row(
-            "unauthorised approver",
-            APPROVAL,
-            |f| f.approval = Some(Ok(Some(approval(DEVELOPER, &["developers"], Approve, Some("lgtm"))))),
-            (K::Approval, S::Fail, Out::Fail),
-            "approval by arn:aws:sts::111122223333:assumed-role/Developer/bob is not authorised: required",
-            None,
-        ),
         row("approval without a reason", APPROVAL, |f| f.approval = Some(Ok(Some(approval(MANAGER, &[], Approve, Some("  "))))), (K::Approval, S::Fail, Out::Fail), "has no reason; this policy requires one", None),
         row(
             "reason not required",
             APPROVAL_NO_REASON,
-            |f| f.approval = Some(Ok(Some(approval(DEVELOPER, &["release-managers"], Approve, None)))),
+            |f| f.approval = Some(Ok(Some(approval(SSO_MANAGER, &[], Approve, None)))),
             (K::Approval, S::Pass, Out::Pass),
-            "approved by arn:aws:sts::111122223333:assumed-role/Developer/bob at 13:55 Europe/Berlin (group release-managers)",
+            "approved by arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_ReleaseManager_0a1b2c3d4e5f6789/carol at 13:55 Europe/Berlin (group release-managers)",
+            None,
+        ),
+        row(
+            "an undeclared group has no members and says so",
+            APPROVAL_UNDECLARED,
+            |f| f.approval = Some(Ok(Some(approval(MANAGER, &["release-managers"], Approve, Some("ok"))))),
+            (K::Approval, S::Fail, Out::Fail),
+            "approvers are group release-managers (release-managers is not declared under the policy's `groups`, so it has no members)",
             None,
         ),
         row("read error", APPROVAL, |f| f.approval = Some(Err("table missing".into())), (K::Approval, S::Error, Out::Fail), "cannot read approvals: table missing", None),
     ]);
+}
+
+#[test]
+fn authorise_approver_says_how_or_who_may() {
+    let p = policy(APPROVAL);
+    let ok = authorise_approver(&p, MANAGER).unwrap();
+    assert_eq!(
+        ok.how,
+        Authorisation::Approver {
+            pattern: "arn:aws:sts::111122223333:assumed-role/ReleaseManager/*".into()
+        }
+    );
+    assert_eq!(
+        ok.to_string(),
+        "matches arn:aws:sts::111122223333:assumed-role/ReleaseManager/*"
+    );
+    let ok = authorise_approver(&p, &format!("  {SSO_MANAGER} ")).unwrap();
+    assert_eq!(ok.principal_arn, SSO_MANAGER);
+    assert_eq!(
+        ok.how,
+        Authorisation::Group {
+            group: "release-managers".into(),
+            member: "sso:111122223333:ReleaseManager".into()
+        }
+    );
+    assert_eq!(ok.groups, ["release-managers"]);
+    // A member of a declared group that the approval section does not name: refused, its groups still resolved.
+    assert_eq!(groups_of(&p, DEVELOPER), ["developers"]);
+    let no = authorise_approver(&p, DEVELOPER).unwrap_err();
+    assert_eq!(no.principal_arn, DEVELOPER);
+    assert!(
+        no.message
+            .contains("approvers are arn:aws:iam::111122223333:role/ReleaseManager* or"),
+        "{no}"
+    );
+    assert!(
+        no.message
+            .contains("release-managers = arn:aws:iam::111122223333:user/release/*, sso:111122223333:ReleaseManager"),
+        "{no}"
+    );
+    assert!(authorise_approver(&p, "").is_err(), "an empty principal is nobody");
+    let none = policy("alarms:\n  names: [a]\n");
+    let no = authorise_approver(&none, MANAGER).unwrap_err();
+    assert!(
+        no.message
+            .ends_with("policy t has no approval section, so no one may approve or override its gate"),
+        "{no}"
+    );
+    // The chat endpoint's own approvers, with the declarations they refer to.
+    let check = p.approval.clone().unwrap();
+    assert!(authorise_by_check(&check, p.groups.as_ref(), IAM_RELEASE_USER).is_ok());
+    assert!(
+        authorise_by_check(&check, None, IAM_RELEASE_USER).is_err(),
+        "without declarations a group has no members"
+    );
 }
 
 const CONCURRENCY: &str = "concurrency:\n  environment: production\n  wave: 1\n";
@@ -597,6 +690,83 @@ fn all_checks_passing_passes_and_says_so() {
         d.summary,
         "passed: 7 of 8 checks pass; upstream could not be evaluated and is ignored (on_error: fail_open)"
     );
+}
+
+#[test]
+fn combinations_of_the_new_checks() {
+    use ApprovalDecision::Approve;
+    let ok_alarm = |f: &mut Facts| f.alarms = Ok(vec![alarm("checkout-5xx", AlarmOk, now() - Duration::hours(2))]);
+    let body = format!("{ALARMS_TAGS}{APPROVAL}{CONCURRENCY}");
+    // (alarms fact, approval fact, deployments in progress) -> outcome
+    type Setup = Box<dyn Fn(&mut Facts)>;
+    let cases: Vec<(&str, Setup, Out)> = vec![
+        (
+            "all pass",
+            Box::new(move |f: &mut Facts| {
+                ok_alarm(f);
+                f.approval = Some(Ok(Some(approval(SSO_MANAGER, &[], Approve, Some("ok")))));
+                f.deployments_in_progress = Some(Ok(vec![]));
+            }),
+            Out::Pass,
+        ),
+        (
+            "another deployment holds the environment: wait, even when approved",
+            Box::new(move |f: &mut Facts| {
+                ok_alarm(f);
+                f.approval = Some(Ok(Some(approval(SSO_MANAGER, &[], Approve, Some("ok")))));
+                f.deployments_in_progress = Some(Ok(vec!["payments execution p-1".into()]));
+            }),
+            Out::Wait,
+        ),
+        (
+            "tags select nothing: fails closed whatever else passes",
+            Box::new(|f: &mut Facts| {
+                f.alarms = Err("no CloudWatch alarm carries the tags service=checkout".into());
+                f.approval = Some(Ok(Some(approval(SSO_MANAGER, &[], Approve, Some("ok")))));
+                f.deployments_in_progress = Some(Ok(vec![]));
+            }),
+            Out::Fail,
+        ),
+        (
+            "unauthorised approval fails while another deployment runs",
+            Box::new(move |f: &mut Facts| {
+                ok_alarm(f);
+                f.approval = Some(Ok(Some(approval(
+                    DEVELOPER,
+                    &["release-managers"],
+                    Approve,
+                    Some("ok"),
+                ))));
+                f.deployments_in_progress = Some(Ok(vec!["payments execution p-1".into()]));
+            }),
+            Out::Fail,
+        ),
+        (
+            "lease unreadable: fails closed",
+            Box::new(move |f: &mut Facts| {
+                ok_alarm(f);
+                f.approval = Some(Ok(Some(approval(SSO_MANAGER, &[], Approve, Some("ok")))));
+                f.deployments_in_progress = Some(Err("cannot read the deployment lease: throttled".into()));
+            }),
+            Out::Fail,
+        ),
+    ];
+    let p = policy(&body);
+    for (name, setup, expected) in cases {
+        let mut f = facts();
+        setup(&mut f);
+        let d = evaluate(&p, &f);
+        assert_eq!(out(&d), expected, "{name}: {}", d.explain());
+    }
+    // The same unreadable lease under concurrency.on_error: fail_open is reported and ignored.
+    let p = policy(&format!("{ALARMS_TAGS}{APPROVAL}{CONCURRENCY}  on_error: fail_open\n"));
+    let mut f = facts();
+    ok_alarm(&mut f);
+    f.approval = Some(Ok(Some(approval(MANAGER, &[], Approve, Some("ok")))));
+    f.deployments_in_progress = Some(Err("cannot read the deployment lease: throttled".into()));
+    let d = evaluate(&p, &f);
+    assert_eq!(out(&d), Out::Pass, "{}", d.explain());
+    assert_eq!(d.check(K::Concurrency).unwrap().status, S::Error);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

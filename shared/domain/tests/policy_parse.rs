@@ -53,6 +53,17 @@ fn production_example_parses_with_every_feature() {
     let approval = p.approval.as_ref().unwrap();
     assert_eq!(approval.approvers.len(), 2);
     assert_eq!(approval.groups, ["release-managers"]);
+    let managers = p.groups.as_ref().unwrap().get("release-managers").unwrap();
+    assert_eq!(
+        managers,
+        [
+            GroupMember::parse("arn:aws:iam::111122223333:user/release/*").unwrap(),
+            GroupMember::SsoPermissionSet {
+                account: "111122223333".into(),
+                permission_set: "ReleaseManager".into()
+            }
+        ]
+    );
     assert!(approval.reason_required);
     let concurrency = p.concurrency.as_ref().unwrap();
     assert_eq!(concurrency.environment, "production");
@@ -359,6 +370,46 @@ fn every_error_class_names_its_line_column_and_field() {
             Some((6, 3)),
             Some("approval"),
             "no one can approve",
+        ),
+        case(
+            "approval naming an undeclared group",
+            format!("{HEAD}approval:\n  groups: [release-manager]\ngroups:\n  release-managers: [\"sso:111122223333:ReleaseManager\"]\n"),
+            Semantic,
+            Some((6, 12)),
+            Some("approval.groups[0]"),
+            "group `release-manager` is not declared (did you mean `release-managers`?): declare its members under the policy's top-level `groups`",
+        ),
+        case(
+            "a group without members",
+            format!("{HEAD}approval:\n  groups: [g]\ngroups:\n  g: []\n"),
+            Semantic,
+            Some((8, 6)),
+            Some("groups.g"),
+            "has no members",
+        ),
+        case(
+            "a group member that is neither an ARN pattern nor a permission set",
+            format!("{HEAD}groups:\n  g: [\"sso:1:Admin\"]\n"),
+            InvalidValue,
+            Some((6, 7)),
+            Some("groups.g[0]"),
+            "\"sso:1:Admin\" is not an IAM Identity Center permission set (expected sso:<12-digit account>:<permission set name>",
+        ),
+        case(
+            "a group member that is not an ARN",
+            format!("{HEAD}groups:\n  g: [release-managers]\n"),
+            InvalidValue,
+            Some((6, 7)),
+            Some("groups.g[0]"),
+            "is not an IAM ARN pattern (expected e.g. arn:aws:iam::111122223333:role/ReleaseManager*), or an IAM Identity Center permission set written sso:<account>:<permission set>",
+        ),
+        case(
+            "a group declared twice",
+            format!("{HEAD}groups:\n  g: [\"arn:aws:iam::1:role/a\"]\n  g: [\"arn:aws:iam::1:role/b\"]\n"),
+            DuplicateField,
+            Some((7, 3)),
+            Some("groups.g"),
+            "duplicate key `g`",
         ),
         case("alarms naming nothing", format!("{HEAD}alarms:\n  ok_for: 5m\n"), Semantic, Some((6, 3)), Some("alarms"), "names no alarm"),
         case("version 2", "version: 2\nname: g\nmax_wait: 6h\n", Semantic, Some((1, 10)), Some("version"), "unsupported policy version 2"),

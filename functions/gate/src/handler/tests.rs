@@ -8,7 +8,7 @@ use chrono::Duration;
 use serde_json::json;
 use tollgate_domain::gate::{
     ApprovalKey, ApprovalRecord, FreezeRecord, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
-    MemoryPolicySource, OverrideRecord, CONCURRENCY_UNAVAILABLE, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
+    MemoryPolicySource, OverrideRecord, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
 };
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::notify::NotificationKind;
@@ -73,6 +73,8 @@ struct World {
     store: MemoryGateStore,
     notifier: MemoryNotifier,
     audit: tollgate_domain::audit::MemoryAuditLog,
+    /// Leases other than the store's, for races and errors.
+    leases: Option<Arc<dyn DeploymentLeases>>,
 }
 
 impl World {
@@ -89,6 +91,7 @@ impl World {
             store: MemoryGateStore::new(),
             notifier: MemoryNotifier::new(),
             audit: Default::default(),
+            leases: None,
         }
     }
 
@@ -102,6 +105,7 @@ impl World {
             decisions: &self.store,
             approvals: &self.store,
             controls: &self.store,
+            leases: self.leases.as_deref().unwrap_or(&self.store),
             audit: &self.audit,
             notifier: &self.notifier,
         }
@@ -353,20 +357,212 @@ async fn a_missing_policy_file_fails_the_job_naming_the_paths_tried() {
     );
 }
 
+const CONCURRENCY_POLICY: &str = "version: 1\nname: p\nmax_wait: 1h\nconcurrency:\n  environment: production\n";
+const PAYMENTS_JOB: &str = "5d0e2c71-9a3b-4c8d-8e1f-2a3b4c5d6e7f";
+const PAYMENTS_JOB_2: &str = "6e1f3d82-0b4c-4d9e-9f20-3b4c5d6e7f80";
+
+fn payments() -> JobContext {
+    JobContext {
+        pipeline: "payments".into(),
+        execution_id: "pay-1".into(),
+        ..context()
+    }
+}
+
 #[tokio::test]
-async fn concurrency_is_not_available_yet_and_fails_closed_unless_the_policy_says_otherwise() {
-    let policy = "version: 1\nname: p\nmax_wait: 1h\nconcurrency:\n  environment: production\n";
-    let world = World::new(policy);
-    world.run(JOB, "production", None, now()).await;
-    let (_, message) = failure_message(&world.last_answer());
+async fn a_passing_gate_takes_the_environment_and_another_pipeline_waits_until_its_execution_ends() {
+    let mut world = World::new(CONCURRENCY_POLICY);
+    world.jobs = MemoryPipelineJobs::new()
+        .with_job(JOB, context())
+        .with_job(PAYMENTS_JOB, payments())
+        .with_job(PAYMENTS_JOB_2, payments())
+        .with_job(JOB2, context());
+    world.stage("Production", "STARTED", now()).await;
+
+    assert_eq!(world.run(JOB, "production", None, now()).await.outcome, "pass");
+    let lease = world.store.lease("production", None).await.unwrap().unwrap();
+    assert_eq!(
+        (lease.holder.execution_id.as_str(), lease.decision_id.as_str()),
+        (EXECUTION, JOB)
+    );
+
+    // Payments' gate waits, with a continuation token, naming who holds the environment.
+    let later = now() + Duration::minutes(2);
+    let report = world.run(PAYMENTS_JOB, "production", None, later).await;
+    assert_eq!(report.outcome, "wait");
+    let JobAnswer::Success {
+        continuation_token,
+        summary,
+        ..
+    } = world.last_answer()
+    else {
+        panic!("not a success")
+    };
+    let token = continuation_token.expect("a wait carries a continuation token");
     assert!(
-        message.contains(CONCURRENCY_UNAVAILABLE) && message.contains("failing closed"),
+        summary.contains(&format!(
+            "1 other deployment to production in progress: checkout-service execution {EXECUTION} (Production, since \
+             2026-11-20 14:28 UTC)"
+        )),
+        "{summary}"
+    );
+
+    // The same execution evaluating again keeps its lease.
+    assert_eq!(world.run(JOB2, "production", None, later).await.outcome, "pass");
+
+    // Checkout's execution ends: payments' next evaluation passes and takes the lease over.
+    let end = json!({
+        "version": "0", "id": "pipeline-succeeded", "detail-type": "CodePipeline Pipeline Execution State Change",
+        "source": "aws.codepipeline", "account": "111122223333", "time": (later + Duration::minutes(1)).to_rfc3339(),
+        "region": "eu-west-1", "resources": [], "detail": {"pipeline": "checkout-service", "execution-id": EXECUTION,
+        "state": "SUCCEEDED", "version": 1}
+    });
+    world
+        .timelines
+        .record(&parse_event(end.to_string().as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let report = world
+        .run(PAYMENTS_JOB_2, "production", Some(&token), later + Duration::minutes(3))
+        .await;
+    assert_eq!(report.outcome, "pass");
+    let lease = world.store.lease("production", None).await.unwrap().unwrap();
+    assert_eq!(lease.holder.pipeline, "payments");
+}
+
+/// Reads the lease free, then loses the conditional write to a concurrent gate, or fails outright.
+struct RacingLeases {
+    error: bool,
+}
+
+#[async_trait]
+impl DeploymentLeases for RacingLeases {
+    async fn lease(
+        &self,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Option<tollgate_domain::gate::DeploymentLease>, StoreError> {
+        Ok(None)
+    }
+
+    async fn claim_lease(
+        &self,
+        lease: &tollgate_domain::gate::DeploymentLease,
+        _: Option<&tollgate_domain::gate::DeploymentLease>,
+    ) -> Result<tollgate_domain::gate::LeaseClaim, StoreError> {
+        if self.error {
+            return Err(StoreError::Permanent("AccessDeniedException: dynamodb:PutItem".into()));
+        }
+        let mut winner = lease.clone();
+        winner.holder = payments().execution_key();
+        Ok(tollgate_domain::gate::LeaseClaim::HeldBy(Box::new(winner)))
+    }
+}
+
+#[tokio::test]
+async fn a_gate_that_loses_the_lease_to_a_concurrent_gate_waits_instead_of_passing() {
+    let mut world = World::new(CONCURRENCY_POLICY);
+    world.leases = Some(Arc::new(RacingLeases { error: false }));
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!(report.outcome, "wait");
+    let d = world.store.decision(JOB).await.unwrap().unwrap();
+    assert!(
+        d.explanation
+            .contains("… concurrency  1 other deployment to production in progress: payments execution pay-1"),
+        "{}",
+        d.explanation
+    );
+    assert!(matches!(
+        world.last_answer(),
+        JobAnswer::Success {
+            continuation_token: Some(_),
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_lease_that_cannot_be_taken_fails_closed_unless_the_policy_says_otherwise() {
+    let mut world = World::new(CONCURRENCY_POLICY);
+    world.leases = Some(Arc::new(RacingLeases { error: true }));
+    world.run(JOB, "production", None, now()).await;
+    let (kind, message) = failure_message(&world.last_answer());
+    assert_eq!(kind, FailureKind::JobFailed);
+    assert!(
+        message.contains("cannot take the deployment lease") && message.contains("failing closed"),
         "{message}"
     );
 
-    let world = World::new(&format!("{policy}  on_error: fail_open\n"));
-    let report = world.run(JOB, "production", None, now()).await;
-    assert_eq!(report.outcome, "pass");
+    let mut world = World::new(&format!("{CONCURRENCY_POLICY}  on_error: fail_open\n"));
+    world.leases = Some(Arc::new(RacingLeases { error: true }));
+    assert_eq!(world.run(JOB, "production", None, now()).await.outcome, "pass");
+}
+
+#[tokio::test]
+async fn a_waiting_gate_does_not_take_the_lease() {
+    let world = World::new(&format!("{BAKE_POLICY}concurrency:\n  environment: production\n"));
+    assert_eq!(world.run(JOB, "production", None, now()).await.outcome, "wait");
+    assert_eq!(world.store.lease("production", None).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn approvers_by_group_are_resolved_from_the_policy_not_from_the_record() {
+    let policy = "version: 1\nname: p\nmax_wait: 1d\napproval:\n  groups: [release-managers]\ngroups:\n  release-managers: [\"sso:111122223333:ReleaseManager\"]\n";
+    let carol = "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_ReleaseManager_0a1b2c3d4e5f6789/carol";
+    let world = two_jobs(World::new(policy));
+    let approve = |who: &str, groups: &[&str], at| ApprovalRecord {
+        key: context().approval_key(),
+        principal_arn: who.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        decision: ApprovalDecision::Approve,
+        reason: Some("CHG-7".into()),
+        at,
+    };
+    // A claim of membership in the record is not membership.
+    world
+        .store
+        .record_approval(&approve(MALLORY, &["release-managers"], now() - Duration::minutes(2)))
+        .await
+        .unwrap();
+    assert_eq!(world.run(JOB, "production", None, now()).await.outcome, "fail");
+    let (_, message) = failure_message(&world.last_answer());
+    assert!(
+        message.contains(&format!("{MALLORY} is not an authorised approver")),
+        "{message}"
+    );
+    assert!(
+        message.contains("release-managers = sso:111122223333:ReleaseManager"),
+        "{message}"
+    );
+
+    world
+        .store
+        .record_approval(&approve(carol, &[], now() - Duration::minutes(1)))
+        .await
+        .unwrap();
+    assert_eq!(world.run(JOB2, "production", None, now()).await.outcome, "pass");
+    let d = world.store.decision(JOB2).await.unwrap().unwrap();
+    assert!(
+        d.explanation.contains("(group release-managers): CHG-7"),
+        "{}",
+        d.explanation
+    );
+}
+
+#[tokio::test]
+async fn a_group_member_may_override() {
+    let policy = format!("{APPROVAL_POLICY}  groups: [oncall]\ngroups:\n  oncall: [\"arn:aws:sts::111122223333:assumed-role/OnCall/*\"]\n");
+    let world = World::new(&policy);
+    let bob = "arn:aws:sts::111122223333:assumed-role/OnCall/bob";
+    world.store.record_override(&an_override(bob)).await.unwrap();
+    assert_eq!(world.run(JOB, "production", None, now()).await.outcome, "pass");
+    let d = world.store.decision(JOB).await.unwrap().unwrap();
+    assert!(
+        d.explanation
+            .contains(&format!("overridden by {bob} (group oncall): hotfix")),
+        "{}",
+        d.explanation
+    );
 }
 
 #[tokio::test]
@@ -636,7 +832,8 @@ async fn an_override_by_an_authorised_approver_passes_with_every_check_explained
     );
     assert!(
         d.explanation.contains(&format!(
-            "  overridden by {ALICE}: hotfix for INC-42, checked by hand\n"
+            "  overridden by {ALICE} (matches arn:aws:sts::111122223333:assumed-role/ReleaseManager/*): hotfix for \
+             INC-42, checked by hand\n"
         )),
         "{}",
         d.explanation

@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::{OffsetName, Tz};
 use serde::{Deserialize, Serialize};
 
+use super::approvers::{authorise_approver, who_may_approve};
 use super::model::{
     compact_secs, AlarmsCheck, ApprovalCheck, BakeCheck, ConcurrencyCheck, Freeze, FreezeBound, OnError, Policy,
     UpstreamCheck, Window,
@@ -974,9 +975,7 @@ fn upstream_check(ctx: &Ctx, check: &UpstreamCheck, fact: &Option<Result<Option<
 
 fn approval_check(ctx: &Ctx, check: &ApprovalCheck, fact: &Option<Result<Option<ApprovalFact>, String>>) -> Eval {
     let on_error = check.on_error.unwrap_or(ctx.policy.on_error);
-    let mut who: Vec<String> = check.approvers.iter().map(|a| a.to_string()).collect();
-    who.extend(check.groups.iter().map(|g| format!("group {g}")));
-    let who = who.join(" or ");
+    let who = who_may_approve(ctx.policy).unwrap_or_default();
     let required = if check.reason_required {
         format!("an approval with a reason by {who}")
     } else {
@@ -1020,25 +1019,13 @@ fn approval_check(ctx: &Ctx, check: &ApprovalCheck, fact: &Option<Result<Option<
                 ),
                 ApprovalDecision::Approve => {
                     let observed = format!("approved by {by}");
-                    let authorised_by = match check.approvers.iter().find(|p| p.matches(&a.principal_arn)) {
-                        Some(pattern) => Some(format!("matches {pattern}")),
-                        None => check
-                            .groups
-                            .iter()
-                            .find(|g| a.groups.contains(g))
-                            .map(|g| format!("group {g}")),
-                    };
+                    // Membership is the policy's, resolved now: the groups stored with the approval are a record of
+                    // what was resolved when it was made, not a claim the gate trusts.
+                    let authorised = authorise_approver(ctx.policy, &a.principal_arn);
+                    let authorised_by = authorised.as_ref().ok().map(|how| how.to_string());
                     match (authorised_by, reason(a)) {
                         (None, _) => {
-                            let groups = if a.groups.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" (the principal's groups: {})", a.groups.join(", "))
-                            };
-                            let message = format!(
-                                "approval by {} is not authorised: required {who}{groups}",
-                                a.principal_arn
-                            );
+                            let message = authorised.err().map(|r| r.message).unwrap_or_default();
                             (CheckStatus::Fail, observed, message)
                         }
                         (Some(_), None) if check.reason_required => (

@@ -5,10 +5,12 @@
 //! - [`parse_policy`] / [`validate_file`]: text to a validated [`Policy`], or a [`PolicyError`] naming the file,
 //!   line, column and field (`policies/production.yaml:11:11: windows[0].from: "9am" is not a time ...`);
 //! - [`parse_user_parameters`] and [`Policy::with_overrides`]: which policy the action uses, with which overrides;
+//! - [`authorise_approver`]: whether a principal may approve or override a gate, and if not, who may;
 //! - [`evaluate`]: a [`Decision`] from a policy and [`Facts`]; [`Decision::explain`] for people.
 //!
 //! The format is documented in `docs/policy.md`; `policies/production.yaml` uses every feature.
 
+mod approvers;
 mod error;
 mod evaluate;
 mod model;
@@ -16,14 +18,18 @@ mod overrides;
 mod parse;
 pub mod window;
 
+pub use approvers::{
+    authorise_approver, authorise_by_check, groups_of, who_may_approve, Authorisation, AuthorisedBy, Refusal,
+};
 pub use error::{Location, PolicyError, PolicyErrorKind};
 pub use evaluate::{
     evaluate, AlarmFact, AlarmState, ApprovalDecision, ApprovalFact, CheckKind, CheckResult, CheckStatus, Decision,
     Facts, Outcome,
 };
 pub use model::{
-    AlarmsCheck, ApprovalCheck, ArnPattern, BakeCheck, ConcurrencyCheck, Duration, Freeze, FreezeBound, MinRequests,
-    OnError, Policy, Statistic, TimeOfDay, TimeZone, UpstreamCheck, Weekday, Window, POLICY_VERSION,
+    AlarmsCheck, ApprovalCheck, ArnPattern, BakeCheck, ConcurrencyCheck, Duration, Freeze, FreezeBound, GroupMember,
+    Groups, MinRequests, OnError, Policy, Statistic, TimeOfDay, TimeZone, UpstreamCheck, Weekday, Window,
+    POLICY_VERSION,
 };
 pub use overrides::{parse_user_parameters, UserParameters, OVERRIDE_PATHS, USER_PARAMETERS};
 pub use parse::{parse_policy, validate_file, MAX_POLICY_BYTES};

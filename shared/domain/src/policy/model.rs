@@ -51,6 +51,11 @@ pub struct Policy {
     pub approval: Option<ApprovalCheck>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencyCheck>,
+    /// Named groups of approvers, for `approval.groups`: each name's members are IAM ARN patterns or IAM Identity
+    /// Center permission sets (`sso:<account>:<permission set>`). Declared here, so who may approve is versioned and
+    /// reviewed with the policy, and the gate needs no directory to ask.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Groups>,
 }
 
 impl Policy {
@@ -186,7 +191,7 @@ pub struct ApprovalCheck {
     /// IAM ARN patterns; `*` matches any run of characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<ArnPattern>,
-    /// Groups whose members may approve.
+    /// Groups whose members may approve: names declared under the policy's top-level `groups`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     /// An approval without a reason does not count. Default: true.
@@ -625,6 +630,141 @@ impl fmt::Display for ArnPattern {
 
 text_value!(ArnPattern, "an IAM ARN pattern", ArnPattern::parse);
 
+/// The role name prefix IAM Identity Center gives the role of a permission set in an account:
+/// `AWSReservedSSO_<permission set>_<16 hex digits>`.
+const SSO_ROLE_PREFIX: &str = "AWSReservedSSO_";
+
+/// A member of an approver group: an IAM ARN pattern, or everyone signed in through an IAM Identity Center
+/// permission set in one account (`sso:111122223333:ReleaseManager`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GroupMember {
+    Arn(ArnPattern),
+    SsoPermissionSet { account: String, permission_set: String },
+}
+
+impl GroupMember {
+    pub fn parse(text: &str) -> Result<GroupMember, String> {
+        let t = text.trim();
+        let Some(rest) = t.strip_prefix("sso:") else {
+            return ArnPattern::parse(t).map(GroupMember::Arn).map_err(|e| {
+                format!("{e}, or an IAM Identity Center permission set written sso:<account>:<permission set>")
+            });
+        };
+        let bad = || {
+            format!(
+                "{text:?} is not an IAM Identity Center permission set (expected sso:<12-digit account>:<permission \
+                 set name>, e.g. sso:111122223333:ReleaseManager)"
+            )
+        };
+        let (account, permission_set) = rest.split_once(':').ok_or_else(bad)?;
+        // Permission set names are 1 to 32 of [A-Za-z0-9+=,.@_-] (IAM Identity Center CreatePermissionSet).
+        let name_ok = !permission_set.is_empty()
+            && permission_set.len() <= 32
+            && permission_set
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) || !name_ok {
+            return Err(bad());
+        }
+        Ok(GroupMember::SsoPermissionSet {
+            account: account.to_string(),
+            permission_set: permission_set.to_string(),
+        })
+    }
+
+    /// True when the principal `arn` is a member. A permission set matches only its own role's sessions in its own
+    /// account (`arn:<partition>:sts::<account>:assumed-role/AWSReservedSSO_<set>_<hex>/<session>`), exactly: not
+    /// another set whose name merely starts the same.
+    pub fn matches(&self, arn: &str) -> bool {
+        match self {
+            GroupMember::Arn(p) => p.matches(arn),
+            GroupMember::SsoPermissionSet {
+                account,
+                permission_set,
+            } => {
+                let parts: Vec<&str> = arn.splitn(6, ':').collect();
+                let [prefix, _partition, service, region, acct, resource] = parts.as_slice() else {
+                    return false;
+                };
+                if *prefix != "arn" || *service != "sts" || !region.is_empty() || acct != account {
+                    return false;
+                }
+                let Some(role_and_session) = resource.strip_prefix("assumed-role/") else {
+                    return false;
+                };
+                let Some((role, session)) = role_and_session.split_once('/') else {
+                    return false;
+                };
+                let Some((set, suffix)) = role.strip_prefix(SSO_ROLE_PREFIX).and_then(|r| r.rsplit_once('_')) else {
+                    return false;
+                };
+                set == permission_set
+                    && !session.is_empty()
+                    && !suffix.is_empty()
+                    && suffix.chars().all(|c| c.is_ascii_hexdigit())
+            }
+        }
+    }
+}
+
+impl fmt::Display for GroupMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupMember::Arn(p) => write!(f, "{p}"),
+            GroupMember::SsoPermissionSet {
+                account,
+                permission_set,
+            } => write!(f, "sso:{account}:{permission_set}"),
+        }
+    }
+}
+
+text_value!(
+    GroupMember,
+    "an IAM ARN pattern or sso:<account>:<permission set>",
+    GroupMember::parse
+);
+
+/// The policy's approver groups, by name. A name given twice is an error (a plain map would keep the last silently).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Groups(pub BTreeMap<String, Vec<GroupMember>>);
+
+impl Groups {
+    pub fn get(&self, name: &str) -> Option<&[GroupMember]> {
+        self.0.get(name).map(Vec::as_slice)
+    }
+}
+
+impl<'de> Deserialize<'de> for Groups {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct GroupsVisitor;
+        impl<'de> Visitor<'de> for GroupsVisitor {
+            type Value = Groups;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of group names to lists of members")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Groups, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let members: Vec<GroupMember> = map.next_value()?;
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                    out.insert(key, members);
+                }
+                Ok(Groups(out))
+            }
+        }
+        d.deserialize_map(GroupsVisitor)
+    }
+}
+
+impl Serialize for Groups {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Field helpers.
 
@@ -691,6 +831,35 @@ mod tests {
         assert!(p.matches("arn:aws:iam::1:role/ReleaseXManager"));
         assert!(p.matches("arn:aws:iam::1:role/Release-Manager-2"));
         assert!(!p.matches("arn:aws:iam::1:role/Releaser"));
+    }
+
+    #[test]
+    fn permission_sets_match_their_own_sessions_only() {
+        let m = GroupMember::parse("sso:111122223333:ReleaseManager").unwrap();
+        assert!(
+            m.matches("arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_ReleaseManager_0123456789abcdef/alice")
+        );
+        for other in [
+            "arn:aws:sts::444455556666:assumed-role/AWSReservedSSO_ReleaseManager_0123456789abcdef/alice",
+            "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_ReleaseManager_Extra_0123456789abcdef/alice",
+            "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_ReleaseManager_0123456789abcdef/",
+            "arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice",
+            "arn:aws:iam::111122223333:role/AWSReservedSSO_ReleaseManager_0123456789abcdef",
+            "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_ReleaseManager_xyz/alice",
+        ] {
+            assert!(!m.matches(other), "{other}");
+        }
+        let m = GroupMember::parse("sso:111122223333:Release_Manager").unwrap();
+        assert!(m.matches("arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Release_Manager_00ff/bob"));
+        for bad in [
+            "sso:1111:ReleaseManager",
+            "sso:111122223333:",
+            "sso:111122223333:Release Manager",
+            "sso:x",
+        ] {
+            assert!(GroupMember::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(m.to_string(), "sso:111122223333:Release_Manager");
     }
 
     #[test]

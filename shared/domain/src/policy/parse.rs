@@ -518,6 +518,38 @@ pub(crate) fn validate(p: &Policy) -> Result<(), Problem> {
         }
         for (i, g) in a.groups.iter().enumerate() {
             non_empty(g, segs!["approval", "groups", i])?;
+            // Where the policy declares groups, a name it does not declare is a typo: it would approve no one.
+            // (A policy that declares none keeps reading, as before groups were declared; its groups have no
+            // members, and the approval check says so.)
+            let undeclared = p.groups.as_ref().is_some_and(|d| d.get(g).is_none());
+            if undeclared {
+                let names: Vec<&str> = p.groups.iter().flat_map(|d| d.0.keys()).map(String::as_str).collect();
+                let hint = names
+                    .iter()
+                    .map(|n| (edit_distance(g, n), *n))
+                    .filter(|(d, _)| *d <= 2)
+                    .min()
+                    .map(|(_, n)| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                return Err(Problem::new(
+                    segs!["approval", "groups", i],
+                    format!(
+                        "group `{g}` is not declared{hint}: declare its members under the policy's top-level \
+                         `groups` (`{g}: [IAM ARN patterns or sso:<account>:<permission set>]`)"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(groups) = &p.groups {
+        for (name, members) in &groups.0 {
+            non_empty(name, segs!["groups"])?;
+            if members.is_empty() {
+                return Err(Problem::new(
+                    segs!["groups", name.as_str()],
+                    "has no members: list IAM ARN patterns or sso:<account>:<permission set>, or remove the group",
+                ));
+            }
         }
     }
     if let Some(c) = &p.concurrency {
