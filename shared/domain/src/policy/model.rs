@@ -489,19 +489,19 @@ fn quoted_prefix(text: &str, max: usize) -> String {
 /// the difference in length, so names more than 3 characters longer or shorter are not compared (which also keeps a
 /// huge value from being compared with every name).
 fn nearest_zone(text: &str) -> Option<&'static str> {
-    let wanted = text.to_ascii_lowercase();
-    chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|tz| (edit_distance(&wanted, &tz.name().to_ascii_lowercase()), tz.name()))
-        .filter(|(d, _)| *d <= 3)
     let length = text.chars().count();
     if length > MAX_ZONE_NAME_CHARS {
         return None;
     }
+    let wanted = text.to_ascii_lowercase();
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .filter(|tz| tz.name().len().abs_diff(length) <= 3)
+        .map(|tz| (edit_distance(&wanted, &tz.name().to_ascii_lowercase()), tz.name()))
+        .filter(|(d, _)| *d <= 3)
         .min()
         .map(|(_, name)| name)
 }
-        .filter(|tz| tz.name().len().abs_diff(length) <= 3)
 
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
