@@ -112,7 +112,7 @@ pub(crate) fn format_words(message: &str, object_word: &str) -> String {
     // `expected u32` and the like, each followed by the end or a non-word character.
     let mut result = String::with_capacity(out.len());
     let mut rest = out.as_str();
-    while let Some(i) = rest.find(|c: char| c == 'e' || c == ' ') {
+    while let Some(i) = rest.find(['e', ' ']) {
         result.push_str(&rest[..i]);
         rest = &rest[i..];
         let replaced = [("expected ", true), (" as ", false)].into_iter().find_map(|(lead, keep)| {
