@@ -34,9 +34,15 @@ async fn get(url: &ProbeUrl) -> Result<u16, String> {
     let mut stream = TcpStream::connect((host, url.port))
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    // RFC 9112: the Host header carries the port unless it is the scheme's default.
+    let authority = if url.port == 80 {
+        url.host.clone()
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tollgate-hook\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path, url.host
+        "GET {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: tollgate-hook\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        url.path
     );
     stream
         .write_all(request.as_bytes())
@@ -99,10 +105,8 @@ mod tests {
         let status = TcpHttpProbe.get_status(&url, Duration::from_secs(5)).await.unwrap();
         assert_eq!(status, 503);
         let request = server.await.unwrap();
-        assert!(
-            request.starts_with("GET /health?deep=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"),
-            "{request}"
-        );
+        let expected = format!("GET /health?deep=1 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", url.port);
+        assert!(request.starts_with(&expected), "{request}");
         assert!(request.contains("Connection: close"), "{request}");
     }
 
