@@ -289,6 +289,10 @@ impl CodePipelineApprovalResults {
     pub fn new(client: aws_sdk_codepipeline::Client) -> Self {
         CodePipelineApprovalResults { client }
     }
+
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig) -> Self {
+        Self::new(aws_sdk_codepipeline::Client::new(sdk))
+    }
 }
 
 /// Answers CodePipeline gives for a result it will never accept: calling again cannot help.
