@@ -109,6 +109,11 @@ enum Command {
         #[command(flatten)]
         decision: DecisionArgs,
     },
+    /// Links or unlinks a chat user to the IAM principal it decides as on the chat approval endpoint.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
     /// Freezes deployments through gates of a pipeline (or every pipeline), as the caller, until lifted or over.
     Freeze {
         #[command(flatten)]
@@ -287,6 +292,28 @@ enum Format {
 }
 
 #[derive(Subcommand)]
+enum IdentityCommand {
+    /// Links a chat user (`<team>:<user>`) to a principal ARN, as the caller.
+    Link {
+        #[command(flatten)]
+        table: TableArgs,
+        /// The chat user as the platform names it: <team id>:<user id>.
+        #[arg(long)]
+        chat: String,
+        /// The principal ARN the user decides as.
+        #[arg(long)]
+        principal: String,
+    },
+    /// Removes a chat user's link, as the caller.
+    Unlink {
+        #[command(flatten)]
+        table: TableArgs,
+        #[arg(long)]
+        chat: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// The newest entries of a scope.
     List {
@@ -451,6 +478,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => return report_command(&html, &paths, &metrics, quiet).await,
         Command::Approve { decision } => return decide(decision, ApprovalDecision::Approve).await,
         Command::Reject { decision } => return decide(decision, ApprovalDecision::Reject).await,
+        Command::Identity { command } => return identity_command(command).await,
         Command::Freeze {
             table,
             scope,
@@ -1038,6 +1066,28 @@ fn control_stores(
     )
 }
 
+async fn identity_command(command: IdentityCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let sdk = tollgate_aws::config::sdk_config().await;
+    let by = caller_arn(&sdk).await?;
+    let table = match &command {
+        IdentityCommand::Link { table, .. } | IdentityCommand::Unlink { table, .. } => table.table.clone(),
+    };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let ids = tollgate_aws::chat_auth::DynamoDbChatIdentities::new(client.clone(), table.clone());
+    let audit = tollgate_aws::DynamoDbStore::new(client, table, 400);
+    match command {
+        IdentityCommand::Link { chat, principal, .. } => {
+            let l = tollgate::approve::link_identity(&ids, &audit, &chat, &principal, &by, chrono::Utc::now()).await?;
+            outln!("linked {} to {} as {by}", l.chat_user, l.principal_arn);
+        }
+        IdentityCommand::Unlink { chat, .. } => {
+            let l = tollgate::approve::unlink_identity(&ids, &audit, &chat, &by, chrono::Utc::now()).await?;
+            outln!("unlinked {} (was {}) as {by}", l.chat_user, l.principal_arn);
+        }
+    }
+    Ok(())
+}
+
 async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Box<dyn std::error::Error>> {
     let sdk = tollgate_aws::config::sdk_config().await;
     let region = args
@@ -1054,29 +1104,22 @@ async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Bo
         stage: args.stage,
     };
     let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let approvals = tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), args.table.table.clone(), 400);
-    let audit = tollgate_aws::DynamoDbStore::new(client, args.table.table, 400);
-    let record = tollgate::approve::record(
-        &approvals,
-        &audit,
-        key,
-        &principal,
-        decision,
-        &args.reason,
-        chrono::Utc::now(),
-    )
-    .await?;
-    outln!(
-        "{} {} / {} / {} as {} ({})",
-        match decision {
-            ApprovalDecision::Approve => "approved",
-            ApprovalDecision::Reject => "rejected",
-        },
-        record.key.pipeline,
-        record.key.execution_id,
-        record.key.stage,
-        record.principal_arn,
-        record.reason.unwrap_or_default()
-    );
+    let gate = tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), args.table.table.clone(), 400);
+    let manual =
+        tollgate_aws::manual_approvals::DynamoDbManualApprovals::new(client.clone(), args.table.table.clone(), 400);
+    let store = tollgate_aws::DynamoDbStore::new(client, args.table.table, 400);
+    // A pending Manual approval is decided with the caller's own credentials: IAM decides who may.
+    let results = tollgate_aws::manual_approvals::CodePipelineApprovalResults::from_sdk_config(&sdk);
+    let ports = tollgate_domain::chat::DecisionPorts {
+        approvals: &gate,
+        controls: &gate,
+        manual: &manual,
+        results: &results,
+        audit: &store,
+        timelines: &store,
+    };
+    let message =
+        tollgate::approve::record(&ports, key, &principal, decision, &args.reason, chrono::Utc::now()).await?;
+    outln!("{message}");
     Ok(())
 }
