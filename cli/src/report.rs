@@ -459,8 +459,55 @@ th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f9fafb
         );
     }
     out.push_str("</table></section>");
+    automation_section(&mut out, &m["automation"]);
     out.push_str("<p class=\"sub\">Definitions: docs/metrics.md. Made by Tollgate from recorded CodePipeline, CodeBuild and CodeDeploy events.</p></body></html>\n");
     out
+}
+
+/// Tollgate's own actions by family and the manual fallbacks (docs/metrics.md, "Automation health"). Without an
+/// audit trail (offline replay) only the fallbacks the timelines show are there, and the section says so.
+fn automation_section(out: &mut String, a: &Value) {
+    out.push_str("<section><h2>Automation health</h2>");
+    if a["audit_entries"].as_u64().unwrap_or(0) == 0 {
+        out.push_str("<p class=\"sub\">No audit trail was read: Tollgate's own actions are not counted here; manual rollbacks and deployment stops come from the timelines.</p>");
+    }
+    out.push_str("<table><tr><th>action family</th><th>actions</th><th>errors</th><th>error rate</th><th>latency p50 / p90</th></tr>");
+    let ms = |v: &Value| {
+        v.as_i64()
+            .map_or("–".to_string(), |ms| secs(&Value::from((ms + 500) / 1000)))
+    };
+    if let Some(families) = a["families"].as_object() {
+        for (family, f) in families {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td></tr>",
+                esc(family),
+                f["actions"],
+                f["errors"],
+                pct(&f["error_rate"]),
+                ms(&f["latency_ms"]["median"]),
+                ms(&f["latency_ms"]["p90"]),
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "<tr><th>all</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></table>",
+        a["actions"],
+        a["errors"],
+        pct(&a["error_rate"])
+    );
+    let m = &a["manual"];
+    let _ = write!(
+        out,
+        "<p>Manual fallbacks: {} ({} per production deployment): {} approvals, {} overrides, {} manual rollbacks, {} deployments stopped by hand.</p></section>",
+        m["total"],
+        m["per_production_deployment"].as_f64().map_or("–".to_string(), |r| format!("{r:.2}")),
+        m["approvals"],
+        m["overrides"],
+        m["manual_rollbacks"],
+        m["manual_deployment_stops"],
+    );
 }
 
 #[cfg(test)]
@@ -501,5 +548,41 @@ mod tests {
         assert!(!page.contains("shop <&> co"));
         assert!(page.contains("50%"), "the story's change failure rate");
         assert!(page.contains("1h 05m"), "the story's time to restore");
+        assert!(page.contains("<h2>Automation health</h2>"));
+        assert!(
+            page.contains("No audit trail was read"),
+            "replayed events have no audit trail"
+        );
+        assert!(page.contains("Manual fallbacks: 0 (0.00 per production deployment)"));
+    }
+
+    #[tokio::test]
+    async fn the_report_shows_each_action_family_with_its_errors_and_latency() {
+        use tollgate_domain::audit::{AuditEntry, GENESIS};
+        let timelines = story_timelines().await;
+        let period = Period {
+            from: "2026-11-20T00:00:00Z".parse().unwrap(),
+            to: "2026-11-21T00:00:00Z".parse().unwrap(),
+        };
+        let entry = |seq: u64, outcome: &str, ms: i64| AuditEntry {
+            scope: "global".into(),
+            seq,
+            at: "2026-11-20T12:00:00Z".parse().unwrap(),
+            actor: "tollgate:guard".into(),
+            action: "rollback.stop_deployment".into(),
+            subject: "d-1".into(),
+            detail: serde_json::json!({ "outcome": outcome, "duration_ms": ms }),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        };
+        let audit = [entry(1, "ok", 60_000), entry(2, "refused", 120_000)];
+        let report = tollgate_domain::metrics::compute_with_audit(&timelines, &BTreeMap::new(), &period, &audit, &[]);
+        let page = html(&timelines, &BTreeMap::new(), &report, Utc::now());
+        assert!(!page.contains("No audit trail was read"));
+        assert!(
+            page.contains("<tr><td>rollback</td><td>2</td><td>1</td><td>50%</td><td>1m 00s / 2m 00s</td></tr>"),
+            "{}",
+            &page[page.find("Automation health").unwrap_or(0)..]
+        );
     }
 }
