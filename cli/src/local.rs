@@ -209,7 +209,7 @@ pub async fn provision(c: &Clients, template: &Template, names: &Names) -> Resul
         }
     }
     let mut rules = Vec::new();
-    for rule in &template.rules {
+    for rule in template.rules.iter().filter(|r| r.is_delivery()) {
         let bus = if rule.on_custom_bus {
             names.bus.as_str()
         } else {

@@ -30,6 +30,16 @@ pub struct RuleSpec {
     /// True when the rule sits on the template's own bus (`EventBusName` set), false for the default bus.
     pub on_custom_bus: bool,
     pub pattern: Value,
+    /// The `Id`s of its targets: `IngestQueue` (hub) or `ControlPlaneEventBus` (member account) for delivery rules.
+    pub target_ids: Vec<String>,
+}
+
+impl RuleSpec {
+    /// A delivery rule feeds the ingest queue, directly or through the control-plane bus. Other rules (the guard's
+    /// alarm rule) have their own patterns and queues, and local tooling leaves them alone.
+    pub fn is_delivery(&self) -> bool {
+        self.target_ids.iter().any(|id| id == "IngestQueue" || id == "ControlPlaneEventBus")
+    }
 }
 
 /// A global secondary index of the table.
@@ -91,7 +101,15 @@ impl Template {
                     };
                     let pattern = plain_json(pattern)
                         .map_err(|p| shape(format!("{id}.Properties.EventPattern must be plain YAML: {p}")))?;
+                    let target_ids = props
+                        .and_then(|p| p.get("Targets"))
+                        .and_then(|t| t.as_sequence())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.get("Id").and_then(|i| i.as_str()).map(str::to_string))
+                        .collect();
                     rules.push(RuleSpec {
+                        target_ids,
                         on_custom_bus: props.and_then(|p| p.get("EventBusName")).is_some(),
                         logical_id: id,
                         pattern,
@@ -185,7 +203,7 @@ mod tests {
     fn every_rule_in_every_template_has_the_same_pattern() {
         let hub = infra("template.yaml");
         let member = infra("member-account.yaml");
-        let all: Vec<&RuleSpec> = hub.rules.iter().chain(member.rules.iter()).collect();
+        let all: Vec<&RuleSpec> = hub.rules.iter().chain(member.rules.iter()).filter(|r| r.is_delivery()).collect();
         assert!(all.len() >= 3, "{all:?}");
         for rule in &all {
             assert_eq!(
@@ -195,6 +213,17 @@ mod tests {
             );
         }
         assert!(hub.rules.iter().any(|r| r.on_custom_bus) && hub.rules.iter().any(|r| !r.on_custom_bus));
+    }
+
+    #[test]
+    fn only_rules_feeding_the_ingest_queue_are_delivery_rules() {
+        let hub = infra("template.yaml");
+        let guard = hub.rules.iter().find(|r| r.logical_id == "GuardAlarmsRule").expect("the guard's rule");
+        assert!(!guard.is_delivery(), "{guard:?}");
+        assert_eq!(guard.target_ids, vec!["GuardQueue".to_string()]);
+        assert_eq!(guard.pattern["source"], serde_json::json!(["aws.cloudwatch"]));
+        let delivery: Vec<&str> = hub.rules.iter().filter(|r| r.is_delivery()).map(|r| r.logical_id.as_str()).collect();
+        assert_eq!(delivery, vec!["DeliveryEventsRule", "MemberDeliveryEventsRule"]);
     }
 
     #[test]
