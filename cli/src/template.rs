@@ -38,7 +38,9 @@ impl RuleSpec {
     /// A delivery rule feeds the ingest queue, directly or through the control-plane bus. Other rules (the guard's
     /// alarm rule) have their own patterns and queues, and local tooling leaves them alone.
     pub fn is_delivery(&self) -> bool {
-        self.target_ids.iter().any(|id| id == "IngestQueue" || id == "ControlPlaneEventBus")
+        self.target_ids
+            .iter()
+            .any(|id| id == "IngestQueue" || id == "ControlPlaneEventBus")
     }
 }
 
@@ -203,7 +205,12 @@ mod tests {
     fn every_rule_in_every_template_has_the_same_pattern() {
         let hub = infra("template.yaml");
         let member = infra("member-account.yaml");
-        let all: Vec<&RuleSpec> = hub.rules.iter().chain(member.rules.iter()).filter(|r| r.is_delivery()).collect();
+        let all: Vec<&RuleSpec> = hub
+            .rules
+            .iter()
+            .chain(member.rules.iter())
+            .filter(|r| r.is_delivery())
+            .collect();
         assert!(all.len() >= 3, "{all:?}");
         for rule in &all {
             assert_eq!(
@@ -218,11 +225,20 @@ mod tests {
     #[test]
     fn only_rules_feeding_the_ingest_queue_are_delivery_rules() {
         let hub = infra("template.yaml");
-        let guard = hub.rules.iter().find(|r| r.logical_id == "GuardAlarmsRule").expect("the guard's rule");
+        let guard = hub
+            .rules
+            .iter()
+            .find(|r| r.logical_id == "GuardAlarmsRule")
+            .expect("the guard's rule");
         assert!(!guard.is_delivery(), "{guard:?}");
         assert_eq!(guard.target_ids, vec!["GuardQueue".to_string()]);
         assert_eq!(guard.pattern["source"], serde_json::json!(["aws.cloudwatch"]));
-        let delivery: Vec<&str> = hub.rules.iter().filter(|r| r.is_delivery()).map(|r| r.logical_id.as_str()).collect();
+        let delivery: Vec<&str> = hub
+            .rules
+            .iter()
+            .filter(|r| r.is_delivery())
+            .map(|r| r.logical_id.as_str())
+            .collect();
         assert_eq!(delivery, vec!["DeliveryEventsRule", "MemberDeliveryEventsRule"]);
     }
 
