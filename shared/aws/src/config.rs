@@ -6,9 +6,20 @@
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 /// Caps the SDK's attempts per request (1 = no retry). Unset: the SDK's standard retry (3 attempts with backoff).
 pub const MAX_ATTEMPTS_VAR: &str = "TOLLGATE_MAX_ATTEMPTS";
+
+/// `1`: trust the platform's root certificates for AWS calls (e.g. behind a TLS-inspecting proxy) instead of only the
+/// Amazon Trust Services roots Tollgate carries.
+pub const NATIVE_ROOTS_VAR: &str = "TOLLGATE_TLS_NATIVE_ROOTS";
+
+/// The roots every AWS service endpoint chains to (Amazon Root CA 1-4 and Starfield Services Root G2).
+pub const AWS_ROOTS_PEM: &str = include_str!("../certs/aws-roots.pem");
 
 /// A configuration value that is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +38,9 @@ pub enum ConfigError {
 /// [`max_attempts_from_env`] first to refuse to start instead.
 pub async fn sdk_config() -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if std::env::var(NATIVE_ROOTS_VAR).as_deref() != Ok("1") {
+        loader = loader.http_client(https_client_with_aws_roots());
+    }
     match max_attempts_from_env() {
         Ok(Some(attempts)) => loader = loader.retry_config(retry_config(attempts)),
         Ok(None) => {}
@@ -35,6 +49,29 @@ pub async fn sdk_config() -> SdkConfig {
         }
     }
     loader.load().await
+}
+
+/// The SDK's default HTTPS client (rustls over aws-lc, proxy settings from the environment), trusting only the AWS
+/// roots. The default trust store reads and parses every certificate of the system's store at the first request
+/// (about 19 M instructions of a 22 M-instruction cold start, BENCHMARKS.md); five roots cost almost nothing.
+pub fn https_client_with_aws_roots() -> SharedHttpClient {
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::empty().with_pem_certificate(AWS_ROOTS_PEM.as_bytes()))
+        .build()
+        // Only fails for invalid settings, which an empty store plus PEM bytes is not; the roots' PEM itself is
+        // checked by a test, since the TLS provider reads it at the first connection.
+        .unwrap_or_default();
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(context.clone());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// `TOLLGATE_MAX_ATTEMPTS` as a number of attempts, or `None` when unset.
@@ -65,6 +102,19 @@ fn retry_config(max_attempts: u32) -> RetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_aws_roots_are_five_parsable_certificates() {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let certs = CertificateDer::pem_slice_iter(AWS_ROOTS_PEM.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the roots file is valid PEM");
+        assert_eq!(certs.len(), 5);
+        let mut store = rustls::RootCertStore::empty();
+        let (valid, invalid) = store.add_parsable_certificates(certs);
+        assert_eq!((valid, invalid), (5, 0));
+    }
 
     #[test]
     fn max_attempts_is_a_positive_number_or_unset() {
