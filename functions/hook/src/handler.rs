@@ -10,6 +10,8 @@
 //!    record cannot be written the status is reported all the same (CodeDeploy accepts one status per hook anyway).
 //! 4. The status goes to CodeDeploy. "Already completed" counts as reported.
 //! 5. A first Failed result is announced to engineers.
+//! 6. A first result is appended to the deployment's audit trail (`hook.result`), so the hook's decisions are in the
+//!    tamper-evident record and in the automation-health figures; a duplicate appends nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
+use tollgate_domain::audit::{action, AuditLog, NewAuditEntry};
 use tollgate_domain::gate::AlarmStates;
 use tollgate_domain::hook::{
     judge_alarms, verdict, CheckOutcome, HookChecks, HookInvocation, HookReportError, HookResult, HookResults,
@@ -38,6 +41,26 @@ pub struct Ports<'a> {
     pub results: &'a dyn HookResults,
     pub reporter: &'a dyn HookStatusReporter,
     pub notifier: &'a dyn Notifier,
+    pub audit: &'a dyn AuditLog,
+}
+
+/// The hook's audit trail entry: scope `deployment:<account>/<region>/<deployment id>`, one per hook execution.
+pub fn audit_entry(result: &HookResult, place: &Place, started_at: DateTime<Utc>) -> NewAuditEntry {
+    NewAuditEntry {
+        scope: format!("deployment:{}/{}/{}", place.account, place.region, result.deployment_id),
+        at: result.decided_at,
+        actor: "tollgate:hook".into(),
+        action: action::HOOK_RESULT.into(),
+        subject: result.hook_execution_id.clone(),
+        detail: serde_json::json!({
+            "deployment_id": result.deployment_id,
+            "outcome": result.status.as_str(),
+            "summary": result.summary(),
+            "checks": result.checks,
+            // From the invocation to the decision: the automation-health latency of the `hook` family.
+            "started_at": started_at,
+        }),
+    }
 }
 
 /// What the handler is configured with.
@@ -180,14 +203,16 @@ pub async fn handle(
 ) -> Result<HookReport, HookError> {
     let invocation = HookInvocation::from_value(event)
         .inspect_err(|e| tracing::error!(error = %e, "not a lifecycle hook invocation; no status can be reported"))?;
+    let started_at = now;
     let deadline = checks_deadline(Instant::now(), settings.checks.budget, lambda_deadline);
+    let checks_started = Instant::now();
     let outcomes = run_checks(&settings.checks, settings.probe_retry, ports, deadline).await;
     let mine = HookResult {
         deployment_id: invocation.deployment_id.clone(),
         hook_execution_id: invocation.hook_execution_id.clone(),
         status: verdict(&outcomes),
         checks: outcomes,
-        decided_at: now,
+        decided_at: now + chrono::Duration::from_std(Instant::now() - checks_started).unwrap_or_default(),
     };
     let (result, duplicate, recorded) = match ports.results.record_first(&mine).await {
         Ok(HookWrite::New) => (mine, false, true),
@@ -206,6 +231,17 @@ pub async fn handle(
         summary = %summary,
         "hook decided"
     );
+
+    if recorded && !duplicate {
+        // The record of the decision comes first: an audit trail that cannot be written does not hold the deployment.
+        if let Err(e) = ports
+            .audit
+            .append(audit_entry(&result, &settings.place, started_at))
+            .await
+        {
+            tracing::warn!(deployment_id = %result.deployment_id, error = %e, "the hook result could not be audited");
+        }
+    }
 
     let mut notified = false;
     if result.status == HookStatus::Failed && !duplicate {

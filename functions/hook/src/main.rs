@@ -8,7 +8,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use tollgate_aws::cloudwatch::CloudWatchAlarms;
 use tollgate_aws::codedeploy_hooks::{CodeDeployHookReporter, DynamoDbHookResults};
-use tollgate_aws::SnsNotifier;
+use tollgate_aws::{DynamoDbStore, SnsNotifier};
 
 /// `arn:aws:lambda:<region>:<account>:function:<name>` → (account, region).
 fn place_of(arn: &str) -> Place {
@@ -25,11 +25,9 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let sdk = tollgate_aws::config::sdk_config().await;
     let alarms = CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(&sdk));
-    let results = DynamoDbHookResults::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        config.table_name.clone(),
-        config.retention_days,
-    );
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let audit = DynamoDbStore::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
+    let results = DynamoDbHookResults::new(dynamodb, config.table_name.clone(), config.retention_days);
     let reporter = CodeDeployHookReporter::new(aws_sdk_codedeploy::Client::new(&sdk));
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn.clone());
     let probe = TcpHttpProbe;
@@ -39,6 +37,7 @@ async fn main() -> Result<(), Error> {
         results: &results,
         reporter: &reporter,
         notifier: &notifier,
+        audit: &audit,
     };
     let ports = &ports;
     let checks = &config.checks;

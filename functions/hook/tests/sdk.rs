@@ -82,6 +82,7 @@ async fn run(cloudwatch: &Rule, dynamodb: &Rule, codedeploy: &Rule) -> Result<Ho
     );
     let reporter = CodeDeployHookReporter::new(mock_client!(aws_sdk_codedeploy, RuleMode::Sequential, [codedeploy]));
     let notifier = MemoryNotifier::new();
+    let audit = tollgate_domain::audit::MemoryAuditLog::default();
     let probe = TcpHttpProbe;
     let ports = Ports {
         alarms: &alarms,
@@ -89,6 +90,7 @@ async fn run(cloudwatch: &Rule, dynamodb: &Rule, codedeploy: &Rule) -> Result<Ho
         results: &results,
         reporter: &reporter,
         notifier: &notifier,
+        audit: &audit,
     };
     let settings = Settings {
         checks: HookChecks {

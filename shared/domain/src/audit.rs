@@ -63,6 +63,7 @@ pub mod action {
     pub const ROLLBACK_STACK: &str = "rollback.rollback_stack";
     pub const ROLLBACK_REFUSED: &str = "rollback.refused";
     pub const ROLLBACK_NOTIFIED: &str = "rollback.notified";
+    pub const HOOK_RESULT: &str = "hook.result";
     pub const CHANGESET_EXECUTE: &str = "changeset.execute";
     pub const CHANGESET_REVIEW: &str = "changeset.review";
     pub const CHANGESET_RESULT: &str = "changeset.result";

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::TimeZone;
 use serde_json::json;
+use tollgate_domain::audit::MemoryAuditLog;
 use tollgate_domain::gate::FactError;
 use tollgate_domain::hook::{HookStatus, InsufficientData, MemoryHookResults, Probe, ProbeUrl};
 use tollgate_domain::memory::MemoryNotifier;
@@ -108,6 +109,7 @@ struct World {
     results: MemoryHookResults,
     reporter: Reporter,
     notifier: MemoryNotifier,
+    audit: MemoryAuditLog,
 }
 
 impl World {
@@ -118,6 +120,7 @@ impl World {
             results: MemoryHookResults::new(),
             reporter: Reporter::default(),
             notifier: MemoryNotifier::new(),
+            audit: MemoryAuditLog::default(),
         }
     }
 
@@ -128,6 +131,7 @@ impl World {
             results: &self.results,
             reporter: &self.reporter,
             notifier: &self.notifier,
+            audit: &self.audit,
         }
     }
 
@@ -232,6 +236,21 @@ async fn a_duplicate_invocation_reports_the_first_status_and_does_not_notify_aga
         ]
     );
     assert_eq!(w2.notifier.sent().len(), 1);
+    // One audit entry, the first decision's: the duplicate appends nothing.
+    let entries = w2
+        .audit
+        .entries("deployment:111122223333/eu-west-1/d-9ZPLQX4KO")
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].action, "hook.result");
+    assert_eq!(entries[0].actor, "tollgate:hook");
+    assert_eq!(entries[0].subject, "h-1");
+    assert_eq!(entries[0].detail["outcome"], "Failed");
+    assert!(
+        entries[0].detail["summary"].as_str().unwrap().contains("checkout-5xx"),
+        "{entries:?}"
+    );
 }
 
 #[tokio::test]
