@@ -23,6 +23,9 @@ const NOTIFY_LEASE: chrono::Duration = chrono::Duration::seconds(60);
 /// How many of a pipeline's previous executions are read to decide whether a success restored it.
 const RESTORE_LOOKBACK: usize = 25;
 
+/// Attempts at marking a published notification sent before the delivery is failed (and the claim left to expire).
+pub const FINISH_ATTEMPTS: u32 = 5;
+
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -202,10 +205,28 @@ where
                 }
                 return Err(e.into());
             }
-            self.store.finish_notification(event, &n.key, &claim).await?;
+            self.finish_sent(event, &n.key, &claim).await?;
             sent.push(n);
         }
         Ok(sent)
+    }
+
+    /// Marks a published notification sent, trying again a few times at once: the message is already out, and a mark
+    /// that never lands leaves the claim to expire, after which a redelivery would publish it a second time. Marking
+    /// is idempotent (a mark already there is success), so a retry after a lost answer is harmless.
+    async fn finish_sent(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.store.finish_notification(event, key, claim).await {
+                Ok(()) => return Ok(()),
+                Err(e @ StoreError::Transient(_)) if attempt + 1 < FINISH_ATTEMPTS => {
+                    tracing::warn!(key, error = %e, attempt, "marking a published notification sent failed; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn reject(&self, body: &str, ctx: &MessageContext, reason: String) -> Result<Outcome, RetryableError> {

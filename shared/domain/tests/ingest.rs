@@ -9,11 +9,12 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 use tollgate_domain::event::{EventBody, EventKind};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::notify::{human_duration, Notification, NotificationKind, Severity};
 use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, Mark, Notifier, TimelineQueries};
+use tollgate_domain::ports::{EventRecorder, Mark, Notifier, StoreError, TimelineQueries};
 use tollgate_domain::query::execution_timeline;
 use tollgate_domain::service::{Ingestor, Outcome, RetryableError};
 
@@ -816,4 +817,52 @@ proptest! {
         let subject = notification_titled(format!("{name} failed at Production / Deploy")).email_subject();
         assert_valid_subject(&subject);
     }
+}
+
+#[tokio::test]
+async fn a_failing_mark_sent_is_tried_again_at_once_so_the_notification_is_never_published_twice() {
+    let (ingestor, store, notifier) = racing_ingestor(CountingStore::default());
+    let bodies = story_bodies();
+    let stage_failed = index_of_stage_failed();
+    feed(&ingestor, &bodies[..stage_failed], "before").await;
+    let sent_before = notifier.inner.sent().len();
+    let finishes_before = store.finishes();
+
+    // Published, then the mark fails twice (throttled): marked on the third try, inside this delivery.
+    store.failing_finishes.store(2, Ordering::SeqCst);
+    let outcome = ingestor
+        .ingest(&bodies[stage_failed], &ctx("stage-failed-1"))
+        .await
+        .expect("the mark lands on a later attempt");
+    assert!(
+        matches!(&outcome, Outcome::Recorded { notifications, .. } if notifications.len() == 1),
+        "{outcome:?}"
+    );
+    assert_eq!(store.finishes() - finishes_before, 3);
+    assert_eq!(notifier.inner.sent().len(), sent_before + 1);
+    assert_eq!(
+        marks(&*store, &bodies[stage_failed]).await.get(STAGE_FAILED_KEY),
+        Some(&Mark::Sent)
+    );
+
+    // A mark that never lands fails the delivery after FINISH_ATTEMPTS tries, leaving the claim to its lease.
+    let next = stage_failed + 1;
+    store
+        .failing_finishes
+        .store(tollgate_domain::service::FINISH_ATTEMPTS as usize, Ordering::SeqCst);
+    let before = store.finishes();
+    let story_left: Vec<_> = bodies[next..].to_vec();
+    let mut failed = false;
+    for (i, body) in story_left.iter().enumerate() {
+        if let Err(e) = ingestor.ingest(body, &ctx(format!("rest-{i}"))).await {
+            assert!(matches!(e, RetryableError::Store(StoreError::Transient(_))), "{e:?}");
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "some later notification met the failing marks");
+    assert_eq!(
+        store.finishes() - before,
+        tollgate_domain::service::FINISH_ATTEMPTS as usize
+    );
 }

@@ -131,6 +131,9 @@ pub struct CountingStore {
     pub yield_after_record: bool,
     claims: AtomicUsize,
     refused: AtomicUsize,
+    /// Marking a notification sent fails this many more times (a throttled or lost write).
+    pub failing_finishes: AtomicUsize,
+    finishes: AtomicUsize,
 }
 
 impl CountingStore {
@@ -139,6 +142,11 @@ impl CountingStore {
             yield_after_record: true,
             ..Self::default()
         }
+    }
+
+    /// Marks asked for (including failed ones).
+    pub fn finishes(&self) -> usize {
+        self.finishes.load(Ordering::SeqCst)
     }
 
     /// (claims asked for, claims refused).
@@ -173,6 +181,14 @@ impl EventRecorder for CountingStore {
     }
 
     async fn finish_notification(&self, event: &DeliveryEvent, key: &str, claim: &Mark) -> Result<(), StoreError> {
+        self.finishes.fetch_add(1, Ordering::SeqCst);
+        let fail = self
+            .failing_finishes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(StoreError::Transient("throttled marking the notification sent".into()));
+        }
         self.inner.finish_notification(event, key, claim).await
     }
 
