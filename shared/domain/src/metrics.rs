@@ -908,6 +908,12 @@ fn strings_in<'a>(v: &'a serde_json::Value, out: &mut BTreeSet<&'a str>) {
     match v {
         serde_json::Value::String(s) => {
             out.insert(s);
+            // Ids inside a sentence too: the guard's detail reads "rollback execution <id> of <pipeline> / <stage>
+            // started, back to execution <id>".
+            out.extend(
+                s.split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|w| !w.is_empty()),
+            );
         }
         serde_json::Value::Array(items) => items.iter().for_each(|i| strings_in(i, out)),
         serde_json::Value::Object(map) => map.values().for_each(|i| strings_in(i, out)),

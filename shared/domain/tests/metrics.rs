@@ -1389,8 +1389,12 @@ fn an_audit_entry_given_twice_counts_once_and_empty_input_has_no_rates() {
     assert_eq!(empty.automation.manual.per_production_deployment, None);
     let json = serde_json::to_value(&empty.automation).unwrap();
     assert_eq!(json["error_rate"], Value::Null);
+    // Sorted: the workspace's test build orders JSON objects by insertion (a test-only SDK feature turns on
+    // serde_json's preserve_order), the functions' builds by key.
+    let mut keys: Vec<&String> = json["manual"].as_object().unwrap().keys().collect();
+    keys.sort();
     assert_eq!(
-        json["manual"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        keys,
         [
             "approvals",
             "manual_deployment_stops",
@@ -1401,4 +1405,34 @@ fn an_audit_entry_given_twice_counts_once_and_empty_input_has_no_rates() {
             "total"
         ]
     );
+}
+
+#[test]
+fn a_rollback_execution_named_inside_the_guards_sentence_is_not_a_manual_rollback() {
+    let day = day("2026-11-20");
+    // As the guard writes it: the subject is the incident (the failing execution), the rollback execution's id is
+    // only in the sentence AWS's answer produced.
+    let audit = vec![entry(
+        1,
+        nov20("09:01"),
+        "tollgate:guard",
+        "rollback.rollback_stage",
+        "e-bad",
+        serde_json::json!({
+            "outcome": "rolled_back",
+            "detail": "rollback execution r-guard of shop / Production started, back to execution e1",
+        }),
+    )];
+    let mut timelines = vec![deploy("shop", "e1", nov20("06:00"), "SUCCEEDED", nov20("06:30")).done()];
+    for (id, start) in [("r-guard", nov20("09:02")), ("r-person", nov20("12:00"))] {
+        timelines.push(
+            Exec::new("shop", id, start)
+                .trigger("RollbackStage")
+                .stage("Production", "SUCCEEDED", start, Some(start + secs(60)))
+                .ended("SUCCEEDED", start + secs(61))
+                .done(),
+        );
+    }
+    let r = compute_with_audit(&timelines, &no_configs(), &day, &audit, &[]);
+    assert_eq!(r.automation.manual.manual_rollbacks, 1, "only r-person");
 }
