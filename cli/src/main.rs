@@ -600,7 +600,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .into());
             };
             match format {
-                Format::Text => out!("{}", tollgate::render::timeline(&t)),
+                Format::Text => {
+                    // What Tollgate did about this execution, from the pipeline's audit trail (its latest entries).
+                    use tollgate_domain::audit::{pipeline_scope, AuditLog};
+                    let entries = store.recent(&pipeline_scope(&key), 500).await?;
+                    let actions = tollgate::render::execution_actions(&entries, &t.execution_id);
+                    out!("{}", tollgate::render::timeline(&t));
+                    out!("{}", tollgate::render::actions(&actions));
+                }
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&t)?),
             }
             return Ok(());

@@ -193,3 +193,118 @@ pub fn metrics(report: &tollgate_domain::metrics::MetricsReport) -> String {
     }
     out
 }
+
+/// The entries of a pipeline's audit trail that concern one execution (their subject is the execution, or
+/// `<execution>/<stage>`, or their detail names it), oldest first: the gate's decisions, approvals, overrides,
+/// change-set reviews and rollbacks, under the execution's timeline.
+pub fn execution_actions<'a>(
+    entries: &'a [tollgate_domain::audit::AuditEntry],
+    execution_id: &str,
+) -> Vec<&'a tollgate_domain::audit::AuditEntry> {
+    fn names(v: &serde_json::Value, id: &str) -> bool {
+        match v {
+            serde_json::Value::String(s) => s == id || s.split_whitespace().any(|w| w == id),
+            serde_json::Value::Array(items) => items.iter().any(|i| names(i, id)),
+            serde_json::Value::Object(map) => map.values().any(|i| names(i, id)),
+            _ => false,
+        }
+    }
+    let mut out: Vec<_> = entries
+        .iter()
+        .filter(|e| {
+            e.subject == execution_id
+                || e.subject.split('/').next() == Some(execution_id)
+                || names(&e.detail, execution_id)
+        })
+        .collect();
+    out.sort_by_key(|e| (e.at, e.seq));
+    out
+}
+
+/// The "Tollgate's actions" section under a timeline: one line per audit entry.
+pub fn actions(entries: &[&tollgate_domain::audit::AuditEntry]) -> String {
+    let mut out = String::new();
+    if entries.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "  actions");
+    for e in entries {
+        let summary = ["summary", "outcome", "reason", "detail"]
+            .iter()
+            .find_map(|k| e.detail.get(*k).and_then(|v| v.as_str()))
+            .unwrap_or("");
+        let _ = writeln!(
+            out,
+            "    {}  {:<28} {:<24} {}",
+            e.at.format("%H:%M:%S"),
+            e.action,
+            e.actor,
+            summary
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod action_tests {
+    use super::*;
+    use chrono::TimeZone;
+    use tollgate_domain::audit::AuditEntry;
+
+    fn entry(seq: u64, minute: u32, action: &str, subject: &str, detail: serde_json::Value) -> AuditEntry {
+        AuditEntry {
+            scope: "pipeline:111122223333/eu-west-1/shop".into(),
+            seq,
+            at: chrono::Utc.with_ymd_and_hms(2026, 11, 20, 9, minute, 0).unwrap(),
+            actor: "tollgate:gate".into(),
+            action: action.into(),
+            subject: subject.into(),
+            detail,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_executions_actions_are_its_entries_by_subject_or_detail_in_time_order() {
+        let entries = vec![
+            entry(
+                3,
+                30,
+                "rollback.rollback_stage",
+                "e1",
+                serde_json::json!({"outcome": "rolled_back"}),
+            ),
+            entry(
+                1,
+                10,
+                "gate.decision",
+                "e1/Production",
+                serde_json::json!({"summary": "bake time 1h of 2h"}),
+            ),
+            entry(
+                2,
+                20,
+                "gate.decision",
+                "e2/Production",
+                serde_json::json!({"summary": "other execution"}),
+            ),
+            entry(
+                4,
+                40,
+                "rollback.notified",
+                "e9",
+                serde_json::json!({"detail": "rollback execution e1 of shop / Production started"}),
+            ),
+            entry(5, 50, "gate.decision", "e10/Production", serde_json::json!({})),
+        ];
+        let picked = execution_actions(&entries, "e1");
+        assert_eq!(picked.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3, 4]);
+        let text = actions(&picked);
+        assert!(text.starts_with("  actions\n"), "{text}");
+        assert!(text.contains("09:10:00  gate.decision"), "{text}");
+        assert!(text.contains("bake time 1h of 2h"), "{text}");
+        assert!(!text.contains("other execution"), "{text}");
+        assert_eq!(actions(&[]), "");
+    }
+}
