@@ -80,18 +80,34 @@ pub(crate) fn format_words(message: &str, object_word: &str) -> String {
     let mut out = message.to_string();
     for (rust, plain) in [
         ("expected field identifier", "expected a field name".to_string()),
-        ("expected variant identifier", "expected one of the allowed words".to_string()),
+        (
+            "expected variant identifier",
+            "expected one of the allowed words".to_string(),
+        ),
     ] {
         out = out.replace(rust, &plain);
     }
-    for prefix in ["expected tuple struct ", "expected newtype struct ", "expected struct ", "expected enum "] {
+    for prefix in [
+        "expected tuple struct ",
+        "expected newtype struct ",
+        "expected struct ",
+        "expected enum ",
+    ] {
         while let Some(i) = out.find(prefix) {
             let name_start = i + prefix.len();
             let end = out[name_start..]
                 .find(|c: char| !c.is_alphanumeric() && c != '_')
                 .map_or(out.len(), |j| name_start + j);
-            let word = if prefix == "expected enum " { "expected one of the allowed values" } else { "" };
-            let replacement = if word.is_empty() { format!("expected {object_word}") } else { word.to_string() };
+            let word = if prefix == "expected enum " {
+                "expected one of the allowed values"
+            } else {
+                ""
+            };
+            let replacement = if word.is_empty() {
+                format!("expected {object_word}")
+            } else {
+                word.to_string()
+            };
             out.replace_range(i..end, &replacement);
         }
     }
@@ -115,12 +131,21 @@ pub(crate) fn format_words(message: &str, object_word: &str) -> String {
     while let Some(i) = rest.find(['e', ' ']) {
         result.push_str(&rest[..i]);
         rest = &rest[i..];
-        let replaced = [("expected ", true), (" as ", false)].into_iter().find_map(|(lead, keep)| {
-            let after = rest.strip_prefix(lead)?;
-            let len = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
-            let word = word_for(&after[..len])?;
-            Some((lead.len() + len, if keep { format!("expected {word}") } else { String::new() }))
-        });
+        let replaced = [("expected ", true), (" as ", false)]
+            .into_iter()
+            .find_map(|(lead, keep)| {
+                let after = rest.strip_prefix(lead)?;
+                let len = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
+                let word = word_for(&after[..len])?;
+                Some((
+                    lead.len() + len,
+                    if keep {
+                        format!("expected {word}")
+                    } else {
+                        String::new()
+                    },
+                ))
+            });
         match replaced {
             Some((consumed, text)) => {
                 result.push_str(&text);

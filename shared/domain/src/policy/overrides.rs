@@ -117,7 +117,11 @@ pub fn parse_user_parameters(text: &str) -> Result<UserParameters, PolicyError> 
             }
             message.push_str(&format!("; supported: {}", OVERRIDE_PATHS.join(", ")));
             // An empty or blank key would make the path `overrides.`: it is shown quoted, as field paths show it.
-            let shown = if key.trim().is_empty() { format!("{key:?}") } else { key.clone() };
+            let shown = if key.trim().is_empty() {
+                format!("{key:?}")
+            } else {
+                key.clone()
+            };
             return Err(user_error(
                 PolicyErrorKind::UserParameters,
                 Some(format!("overrides.{shown}")),
