@@ -13,6 +13,7 @@ use gate::handler::{handle, Ports};
 use serde_json::{json, Value};
 use tollgate::local::{self, Names, Rng};
 use tollgate::template::Template;
+use tollgate_aws::alarm_watches::DynamoDbAlarmWatches;
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::DynamoDbStore;
 use tollgate_domain::audit::MemoryAuditLog;
@@ -20,6 +21,7 @@ use tollgate_domain::gate::{
     AlarmStates, FactError, JobAnswer, JobContext, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
     MemoryPolicySource, MetricTotals,
 };
+use tollgate_domain::guard::MemoryAlarmWatches;
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::parse::parse_event;
 use tollgate_domain::policy::{AlarmFact, AlarmState, MinRequests};
@@ -204,6 +206,7 @@ async fn fault_free_answer(seed: u64, case: Case) -> Answer {
         .expect("recorded in memory");
     let store = MemoryGateStore::new();
     let (audit, notifier) = (MemoryAuditLog::default(), MemoryNotifier::new());
+    let watches = MemoryAlarmWatches::new();
     let ports = Ports {
         jobs: &jobs,
         policies: &policies,
@@ -214,6 +217,7 @@ async fn fault_free_answer(seed: u64, case: Case) -> Answer {
         approvals: &store,
         controls: &store,
         leases: &store,
+        watches: &watches,
         audit: &audit,
         notifier: &notifier,
     };
@@ -246,6 +250,8 @@ async fn gate_under_thirty_percent_faults_never_passes_what_it_would_not_pass_wi
     let faulty = sdk_config(&proxy.endpoint(), 1, std::time::Duration::from_secs(2)).await;
     let ddb = aws_sdk_dynamodb::Client::new(&faulty);
     let timelines = DynamoDbStore::new(ddb.clone(), env.names.table.clone(), 400);
+    // The alarm watches of a pass go through the same faults: a failed registration must not change the answer.
+    let watches = DynamoDbAlarmWatches::new(ddb.clone(), env.names.table.clone());
     let store = DynamoDbGateStore::new(ddb, env.names.table.clone(), 400);
     let setup = DynamoDbStore::new(direct.dynamodb.clone(), env.names.table.clone(), 400);
     let policies = MemoryPolicySource::new().with_file("policies/production.yaml", POLICY);
@@ -273,6 +279,7 @@ async fn gate_under_thirty_percent_faults_never_passes_what_it_would_not_pass_wi
             approvals: &store,
             controls: &store,
             leases: &store,
+            watches: &watches,
             audit: &timelines,
             notifier: &notifier,
         };

@@ -15,7 +15,10 @@
 //! 6. The decision is recorded with one conditional write keyed by the job id. A retried invocation of the same job
 //!    finds the first decision there and sends that answer again, so a job is decided once.
 //! 7. A failure, or the first wait of a job, is published to engineers.
-//! 8. The answer goes to CodePipeline: pass (output variables), wait (continuation token) or fail (explanation).
+//! 8. A pass of a policy with alarm checks registers the stage as watched by those alarms (names, and the alarms
+//!    its tags selected), for the guard to roll it back when one fires. A failed registration is only logged: the
+//!    answer does not depend on it, and the guard still finds stages through their `tollgate:rollback-alarm:` tags.
+//! 9. The answer goes to CodePipeline: pass (output variables), wait (continuation token) or fail (explanation).
 //!    A job CodePipeline says is already answered counts as answered.
 
 use chrono::{DateTime, Utc};
@@ -25,11 +28,12 @@ use serde_json::Value;
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
 use tollgate_domain::gate::{
     answer_for, apply_override, claim_deployment_lease, freeze_scopes, gate_blocked_notification, gather_facts,
-    truncate_with_note, with_ad_hoc_freezes, AlarmStates, AnswerSent, ApprovalRecords, Continuation, DecisionWrite,
-    DeploymentLeases, FactSources, FailureKind, GateControls, GateDecision, GateDecisions, JobAnswer, JobApiError,
-    JobContext, LeaseResult, MetricTotals, PipelineJobs, PolicyRef, PolicySource, GATE_PRINCIPAL,
-    MAX_FAILURE_MESSAGE_CHARS,
+    register_alarm_watches, truncate_with_note, watched_alarms, with_ad_hoc_freezes, AlarmStates, AnswerSent,
+    ApprovalRecords, Continuation, DecisionWrite, DeploymentLeases, FactSources, FailureKind, GateControls,
+    GateDecision, GateDecisions, JobAnswer, JobApiError, JobContext, LeaseResult, MetricTotals, PipelineJobs,
+    PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
 };
+use tollgate_domain::guard::AlarmWatches;
 use tollgate_domain::keys::PipelineKey;
 use tollgate_domain::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
 use tollgate_domain::ports::{Notifier, TimelineQueries};
@@ -49,6 +53,8 @@ pub struct Ports<'a> {
     pub controls: &'a dyn GateControls,
     /// Deployment leases (the concurrency check).
     pub leases: &'a dyn DeploymentLeases,
+    /// Which stages each alarm protects, registered on a pass (read by the guard).
+    pub watches: &'a dyn AlarmWatches,
     /// Every new decision is appended to the pipeline's audit trail.
     pub audit: &'a dyn AuditLog,
     pub notifier: &'a dyn Notifier,
@@ -67,6 +73,9 @@ pub struct GateReport {
     /// False when CodePipeline said the job was already answered.
     pub answered_now: bool,
     pub notified: bool,
+    /// How many alarms the stage was registered as watched by (0 unless it passed a policy with alarm checks, or
+    /// when the registration failed).
+    pub watches: usize,
 }
 
 /// An invocation that could not answer its job.
@@ -105,7 +114,8 @@ pub async fn handle(event: &Value, ports: &Ports<'_>, now: DateTime<Utc>) -> Res
     let job =
         GateJob::from_value(event).inspect_err(|e| tracing::error!(error = %e, "not a gate job; not answered"))?;
     let job_id = job.job.id.clone();
-    let decision = decide(&job, ports, now).await;
+    let mut alarms = Vec::new();
+    let decision = decide(&job, ports, now, &mut alarms).await;
 
     let (decision, duplicate, recorded, mut notified) = match ports.decisions.record_decision(&decision).await {
         Ok(DecisionWrite::New) => (decision, false, true, false),
@@ -135,6 +145,22 @@ pub async fn handle(event: &Value, ports: &Ports<'_>, now: DateTime<Utc>) -> Res
         }
     }
 
+    let watches = match (&decision.outcome, &decision.context) {
+        // Registered before the answer, so the stage is watched before its deployment starts. A duplicate refreshes
+        // the same items.
+        (Outcome::Pass, Some(ctx)) if !alarms.is_empty() => {
+            match register_alarm_watches(ports.watches, ctx, &alarms, now).await {
+                Ok(()) => alarms.len(),
+                Err(e) => {
+                    tracing::warn!(job_id, alarms = ?alarms, error = %e,
+                        "the stage could not be registered as watched by its alarms; the guard finds it only by tag");
+                    0
+                }
+            }
+        }
+        _ => 0,
+    };
+
     let sent = ports.jobs.answer(&job_id, &decision.answer).await.map_err(|source| {
         tracing::error!(job_id, error = %source, "the answer could not be sent");
         GateError::Answer {
@@ -153,6 +179,7 @@ pub async fn handle(event: &Value, ports: &Ports<'_>, now: DateTime<Utc>) -> Res
         recorded,
         answered_now: sent == AnswerSent::Sent,
         notified,
+        watches,
     })
 }
 
@@ -219,8 +246,9 @@ fn unrecorded(mut d: GateDecision, why: &str) -> GateDecision {
     d
 }
 
-/// Everything up to the answer: never fails, a problem is a failing decision that says what it is.
-async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDecision {
+/// Everything up to the answer: never fails, a problem is a failing decision that says what it is. `alarms` receives
+/// the alarms the policy checked, once they are known (for the watches of a pass).
+async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>, alarms: &mut Vec<String>) -> GateDecision {
     let job_id = job.job.id.clone();
     let mut d = GateDecision {
         id: job_id.clone(),
@@ -335,6 +363,7 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>) -> GateDec
         leases: ports.leases,
     };
     let mut facts = gather_facts(&policy, &context, now, d.first_evaluated_at, &sources).await;
+    *alarms = watched_alarms(&policy, &facts);
     let mut decision = evaluate(&policy, &facts);
     if decision.outcome == Outcome::Pass {
         // Only a passing gate holds the environment: a waiting one would block others while it waits.

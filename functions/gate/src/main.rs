@@ -6,6 +6,7 @@ use gate::handler::{handle, Ports};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
+use tollgate_aws::alarm_watches::DynamoDbAlarmWatches;
 use tollgate_aws::artifacts::S3ArtifactPolicies;
 use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
 use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
@@ -20,6 +21,7 @@ async fn main() -> Result<(), Error> {
     let sdk = tollgate_aws::config::sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let timelines = DynamoDbStore::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
+    let watches = DynamoDbAlarmWatches::new(dynamodb.clone(), config.table_name.clone());
     let store = DynamoDbGateStore::new(dynamodb, config.table_name, config.retention_days);
     let jobs = CodePipelineJobs::new(aws_sdk_codepipeline::Client::new(&sdk));
     let policies = S3ArtifactPolicies::new(&sdk);
@@ -41,6 +43,7 @@ async fn main() -> Result<(), Error> {
         approvals: &store,
         controls: &store,
         leases: &store,
+        watches: &watches,
         audit: &timelines,
         notifier: &notifier,
     };

@@ -213,6 +213,7 @@ async fn run_with_tagging(
     let approvals = MemoryGateStore::new();
     let notifier = MemoryNotifier::new();
     let audit = tollgate_domain::audit::MemoryAuditLog::default();
+    let watches = tollgate_domain::guard::MemoryAlarmWatches::new();
     let ports = Ports {
         jobs: &jobs,
         policies: &policies,
@@ -223,6 +224,7 @@ async fn run_with_tagging(
         approvals: &approvals,
         controls: &approvals,
         leases: &approvals,
+        watches: &watches,
         audit: &audit,
         notifier: &notifier,
     };

@@ -3,6 +3,7 @@
 //! team and production stages from its tags), plus the SDK configuration every binary shares ([`config`]).
 
 pub mod alarm_tags;
+pub mod alarm_watches;
 pub mod artifacts;
 pub mod changeset;
 pub mod chat_auth;

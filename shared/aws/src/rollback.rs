@@ -2,8 +2,9 @@
 //!
 //! - [`DynamoDbRollbackStore`]: one record per (target, incident), claimed with a conditional write before acting;
 //! - [`AwsTargetDiscovery`]: what an alarm protects, from Tollgate's own deployment index (GSI2), one
-//!   BatchGetDeploymentGroups per application, one tagging GetResources call, then GetPipelineState / DescribeStacks
-//!   for the tagged pipelines and stacks;
+//!   BatchGetDeploymentGroups per application, one Query of the stages the gate registered as watched by the alarm,
+//!   one tagging GetResources call, then GetPipelineState / DescribeStacks for the watched and tagged pipelines and
+//!   stacks;
 //! - [`AwsRollbackActions`]: StopDeployment, RollbackStage, CancelUpdateStack and RollbackStack, AWS's refusals
 //!   returned with their code and message, only throttling and 5xx as retryable.
 

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::guard::{AlarmWatches, WatchedStage};
 use crate::keys::{ExecutionKey, PipelineKey};
 use crate::notify::{Notification, NotificationKind, Severity};
 use crate::policy::window::freeze_span;
@@ -980,6 +981,43 @@ where
         );
     }
     facts
+}
+
+/// The alarms a passing stage is to be watched by (docs/gate.md, "Alarm watches"): the policy's alarm names, then
+/// the alarms its tags selected and the gate read (each once, in that order). Empty without an alarm check. When the
+/// alarms could not be read, only the names are known: the tags' alarms are registered on the next pass that reads
+/// them.
+pub fn watched_alarms(policy: &Policy, facts: &Facts) -> Vec<String> {
+    let Some(check) = &policy.alarms else {
+        return Vec::new();
+    };
+    let mut alarms: Vec<String> = Vec::new();
+    let read = facts.alarms.as_ref().map(|a| a.as_slice()).unwrap_or_default();
+    for name in check.names.iter().chain(read.iter().map(|a| &a.name)) {
+        if !name.is_empty() && !alarms.contains(name) {
+            alarms.push(name.clone());
+        }
+    }
+    alarms
+}
+
+/// Registers the job's stage as watched by `alarms` for [`crate::guard::ALARM_WATCH_DAYS`] from `now`, so the guard
+/// rolls it back when one of them fires. Nothing to do without alarms.
+pub async fn register_alarm_watches<W: AlarmWatches + ?Sized>(
+    watches: &W,
+    ctx: &JobContext,
+    alarms: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if alarms.is_empty() {
+        return Ok(());
+    }
+    let stage = WatchedStage {
+        pipeline: ctx.pipeline.clone(),
+        stage: ctx.stage.clone(),
+    };
+    let until = now + chrono::Duration::days(crate::guard::ALARM_WATCH_DAYS);
+    watches.watch(&ctx.account, &ctx.region, alarms, &stage, until).await
 }
 
 /// When `stage` succeeded: in this execution, or (with `pipeline`) in that pipeline's latest execution that ran the

@@ -1,12 +1,13 @@
 //! Automatic rollback on alarms (the `guard` function's domain; the design is in docs/guard.md).
 //!
 //! When a CloudWatch alarm goes to ALARM, [`on_alarm`] asks a [`TargetDiscovery`] what the alarm protects (CodeDeploy
-//! deployments whose group lists it, pipeline stages and CloudFormation stacks tagged with it), decides per target
-//! with [`decide`] (in flight or inside the rollback window, per kind: act or only notify), and for each target
-//! claims one [`RollbackRecord`] per (target, incident) with a conditional write before acting. A storm of flaps and
-//! duplicated deliveries therefore acts once per target; an OK state only records the time to restore
-//! ([`on_recovery`]) and never undoes anything; a rollback AWS refuses is recorded with AWS's reason and not retried;
-//! a transient failure releases the claim and is returned as retryable, so the message comes back and acts once.
+//! deployments whose group lists it, pipeline stages whose gate checks it ([`AlarmWatches`]) or tagged with it,
+//! CloudFormation stacks tagged with it), decides per target with [`decide`] (in flight or inside the rollback window,
+//! per kind: act or only notify), and for each target claims one [`RollbackRecord`] per (target, incident) with a
+//! conditional write before acting. A storm of flaps and duplicated deliveries therefore acts once per target; an OK
+//! state only records the time to restore ([`on_recovery`]) and never undoes anything; a rollback AWS refuses is
+//! recorded with AWS's reason and not retried; a transient failure releases the claim and is returned as retryable, so
+//! the message comes back and acts once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -557,6 +558,48 @@ impl From<StoreError> for GuardApiError {
 #[async_trait]
 pub trait TargetDiscovery: Send + Sync {
     async fn candidates(&self, alarm: &AlarmSignal, since: DateTime<Utc>) -> Result<Vec<Candidate>, GuardApiError>;
+}
+
+/// How long a stage stays watched by an alarm after its gate last passed. Each pass refreshes it, so a stage that
+/// deploys at least monthly never loses its watch; one that stopped deploying (or was renamed, or whose policy
+/// dropped the alarm) falls out on its own, through the table's TTL, with no cleanup to run.
+pub const ALARM_WATCH_DAYS: i64 = 30;
+
+/// `ALARMWATCH#<account>/<region>/<alarm name>`: the partition of one alarm's watches (one item per stage).
+pub fn alarm_watch_pk(account: &str, region: &str, alarm_name: &str) -> String {
+    format!("ALARMWATCH#{}", alarm_key(account, region, alarm_name))
+}
+
+/// A pipeline stage an alarm protects, as the gate registered it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WatchedStage {
+    pub pipeline: String,
+    pub stage: String,
+}
+
+/// Which pipeline stages each alarm protects. The gate registers a stage when it passes a policy with alarm checks
+/// (the alarms it checked are the ones that should roll the stage back); the guard reads them when an alarm fires,
+/// alongside the `tollgate:rollback-alarm:` tags.
+#[async_trait]
+pub trait AlarmWatches: Send + Sync {
+    /// Registers `stage` as watched by each of `alarms` (of `account` and `region`) until `until`. Idempotent: a
+    /// second registration only moves `until`.
+    async fn watch(
+        &self,
+        account: &str,
+        region: &str,
+        alarms: &[String],
+        stage: &WatchedStage,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The stages `alarm_name` watches that are still registered at `at`, each once.
+    async fn watchers(
+        &self,
+        account: &str,
+        region: &str,
+        alarm_name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<WatchedStage>, StoreError>;
 }
 
 /// AWS's answer to a rollback request.
@@ -1141,6 +1184,77 @@ impl TargetDiscovery for MemoryDiscovery {
             .flatten()
             .filter(|c| c.account == alarm.account && c.region == alarm.region)
             .cloned()
+            .collect())
+    }
+}
+
+/// [`AlarmWatches`] in memory: per alarm key, each stage's `until`; [`MemoryAlarmWatches::failing`] refuses writes.
+#[derive(Debug, Default)]
+pub struct MemoryAlarmWatches {
+    watches: Mutex<BTreeMap<String, BTreeMap<WatchedStage, DateTime<Utc>>>>,
+    failing: Option<String>,
+}
+
+impl MemoryAlarmWatches {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every write fails with `error` (a store that is down).
+    pub fn failing(error: &str) -> Self {
+        MemoryAlarmWatches {
+            failing: Some(error.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// Every watch: (`<account>/<region>/<alarm>`, stage, until), in key order.
+    pub fn all(&self) -> Vec<(String, WatchedStage, DateTime<Utc>)> {
+        let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        watches
+            .iter()
+            .flat_map(|(k, stages)| stages.iter().map(|(s, u)| (k.clone(), s.clone(), *u)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl AlarmWatches for MemoryAlarmWatches {
+    async fn watch(
+        &self,
+        account: &str,
+        region: &str,
+        alarms: &[String],
+        stage: &WatchedStage,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(e) = &self.failing {
+            return Err(StoreError::Transient(e.clone()));
+        }
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        for alarm in alarms {
+            watches
+                .entry(alarm_key(account, region, alarm))
+                .or_default()
+                .insert(stage.clone(), until);
+        }
+        Ok(())
+    }
+
+    async fn watchers(
+        &self,
+        account: &str,
+        region: &str,
+        alarm_name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<WatchedStage>, StoreError> {
+        let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(watches
+            .get(&alarm_key(account, region, alarm_name))
+            .into_iter()
+            .flatten()
+            .filter(|(_, until)| **until > at)
+            .map(|(s, _)| s.clone())
             .collect())
     }
 }

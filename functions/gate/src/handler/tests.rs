@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use chrono::Duration;
 use serde_json::json;
 use tollgate_domain::gate::{
-    ApprovalKey, ApprovalRecord, FreezeRecord, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
-    MemoryPolicySource, OverrideRecord, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
+    ApprovalKey, ApprovalRecord, FreezeRecord, MemoryAlarmTags, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
+    MemoryPolicySource, OverrideRecord, TaggedAlarms, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
 };
+use tollgate_domain::guard::{MemoryAlarmWatches, WatchedStage, ALARM_WATCH_DAYS};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::notify::NotificationKind;
 use tollgate_domain::parse::parse_event;
@@ -75,6 +76,7 @@ struct World {
     audit: tollgate_domain::audit::MemoryAuditLog,
     /// Leases other than the store's, for races and errors.
     leases: Option<Arc<dyn DeploymentLeases>>,
+    watches: MemoryAlarmWatches,
 }
 
 impl World {
@@ -92,6 +94,7 @@ impl World {
             notifier: MemoryNotifier::new(),
             audit: Default::default(),
             leases: None,
+            watches: MemoryAlarmWatches::new(),
         }
     }
 
@@ -106,6 +109,7 @@ impl World {
             approvals: &self.store,
             controls: &self.store,
             leases: self.leases.as_deref().unwrap_or(&self.store),
+            watches: &self.watches,
             audit: &self.audit,
             notifier: &self.notifier,
         }
@@ -876,4 +880,135 @@ async fn without_an_approval_section_an_override_is_refused_saying_so() {
         )),
         "{message}"
     );
+}
+
+// ------------------------------------------------------------------ alarm watches
+
+/// A policy checking one alarm by name and others by tag.
+const WATCHED_POLICY: &str = "version: 1
+name: production-gate
+max_wait: 1h
+alarms:
+  names: [checkout-service-5xx]
+  tags: {team: checkout}
+";
+
+fn alarm_ok(name: &str) -> AlarmFact {
+    AlarmFact {
+        name: name.into(),
+        state: AlarmState::Ok,
+        since: now() - Duration::days(2),
+    }
+}
+
+fn production() -> WatchedStage {
+    WatchedStage {
+        pipeline: "checkout-service".into(),
+        stage: "Production".into(),
+    }
+}
+
+/// Runs the job with `alarms` instead of the world's CloudWatch (tags resolved to alarms).
+async fn run_with_alarms(world: &World, alarms: &dyn AlarmStates, job: &str, at: DateTime<Utc>) -> GateReport {
+    let ports = Ports {
+        alarms,
+        ..world.ports()
+    };
+    handle(&event(job, "production", None), &ports, at).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_pass_registers_the_stage_as_watched_by_the_named_and_the_tagged_alarms_it_checked() {
+    let mut world = World::new(WATCHED_POLICY);
+    // The tags select the latency alarm; the named one is read as well.
+    let alarms = TaggedAlarms::new(
+        MemoryAlarmTags::new()
+            .with_alarm("checkout-latency", &[("team", "checkout")])
+            .with_alarm("payments-latency", &[("team", "payments")]),
+        MemoryCloudWatch::new().with_alarms(Ok(vec![
+            alarm_ok("checkout-service-5xx"),
+            alarm_ok("checkout-latency"),
+            alarm_ok("payments-latency"),
+        ])),
+    );
+    let report = run_with_alarms(&world, &alarms, JOB, now()).await;
+    assert_eq!((report.outcome, report.watches), ("pass", 2));
+    let until = now() + Duration::days(ALARM_WATCH_DAYS);
+    assert_eq!(
+        world.watches.all(),
+        vec![
+            (
+                "111122223333/eu-west-1/checkout-latency".to_string(),
+                production(),
+                until
+            ),
+            (
+                "111122223333/eu-west-1/checkout-service-5xx".to_string(),
+                production(),
+                until
+            ),
+        ]
+    );
+
+    // A later pass of the stage (a new execution) moves `until`: still one watch per alarm.
+    let later = now() + Duration::days(3);
+    let job2 = "4d0b6a1f-2c3e-4f70-9b8c-0d1e2f3a4b5c";
+    world.jobs = MemoryPipelineJobs::new().with_job(job2, context());
+    assert_eq!(run_with_alarms(&world, &alarms, job2, later).await.watches, 2);
+    let all = world.watches.all();
+    assert_eq!(all.len(), 2);
+    assert!(
+        all.iter()
+            .all(|(_, _, u)| *u == later + Duration::days(ALARM_WATCH_DAYS)),
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_or_a_fail_registers_no_watch() {
+    // Waiting on the bake.
+    let world = World::new(BAKE_POLICY);
+    world.stage("Staging", "STARTED", now() - Duration::minutes(5)).await;
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!((report.outcome, report.watches), ("wait", 0));
+    assert!(world.watches.all().is_empty());
+
+    // Failing on the alarm.
+    let mut world = World::new(WATCHED_POLICY);
+    world.cloudwatch = MemoryCloudWatch::new().with_alarms(Ok(vec![AlarmFact {
+        name: "checkout-service-5xx".into(),
+        state: AlarmState::Alarm,
+        since: now() - Duration::minutes(18),
+    }]));
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!((report.outcome, report.watches), ("fail", 0));
+    assert!(world.watches.all().is_empty());
+}
+
+#[tokio::test]
+async fn a_pass_without_alarm_checks_registers_no_watch() {
+    let world =
+        World::new("version: 1\nname: no-alarms\nmax_wait: 1h\nbake:\n  after_stage: Staging\n  duration: 2h\n");
+    world.stage("Staging", "SUCCEEDED", now() - Duration::hours(3)).await;
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!((report.outcome, report.watches), ("pass", 0));
+    assert!(world.watches.all().is_empty());
+}
+
+#[tokio::test]
+async fn watches_that_cannot_be_written_do_not_change_the_pass() {
+    let mut world = World::new(WATCHED_POLICY);
+    world.watches = MemoryAlarmWatches::failing("DynamoDB unavailable");
+    let report = world.run(JOB, "production", None, now()).await;
+    assert_eq!(
+        (report.outcome, report.recorded, report.answered_now, report.watches),
+        ("pass", true, true, 0)
+    );
+    assert!(matches!(
+        world.last_answer(),
+        JobAnswer::Success {
+            continuation_token: None,
+            ..
+        }
+    ));
 }

@@ -4,8 +4,10 @@
 //!   [`IN_FLIGHT_HORIZON_HOURS`], `DEPLOY#SUCCESS` since the window's start) of the alarm's account and region, then one
 //!   BatchGetDeploymentGroups per application (up to 100 groups a call) to keep those whose group's alarm
 //!   configuration is enabled and lists the alarm.
-//! - Pipelines and stacks: one Resource Groups Tagging API GetResources call (paginated) for the tag
-//!   `tollgate:rollback-alarm:<alarm>`, then GetPipelineState per pipeline and DescribeStacks per stack.
+//! - Pipeline stages: those the gate registered as watched by the alarm when it passed them (one Query of
+//!   `ALARMWATCH#<account>/<region>/<alarm>`, [`DynamoDbAlarmWatches`]), and those a pipeline's tag
+//!   `tollgate:rollback-alarm:<alarm>` names; together, each stage once, then one GetPipelineState per pipeline.
+//! - Stacks: the same GetResources call (paginated) for the tag, then DescribeStacks per stack.
 //!
 //! Only the function's own account and region are reachable (its clients' credentials); the handler refuses alarms
 //! of other accounts before discovery.
@@ -16,9 +18,13 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 use chrono::{DateTime, Duration, Utc};
-use tollgate_domain::guard::{AlarmSignal, Candidate, GuardApiError, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX};
+use tollgate_domain::guard::{
+    AlarmSignal, AlarmWatches, Candidate, GuardApiError, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX,
+};
+use tollgate_domain::ports::StoreError;
 
 use super::{classify, CallError};
+use crate::alarm_watches::DynamoDbAlarmWatches;
 
 /// In-progress deployments older than this are not looked at: CodeDeploy deployments time out well before, and an
 /// item whose terminal event never arrived must not stay a candidate forever.
@@ -37,6 +43,7 @@ pub struct AwsTargetDiscovery {
     codepipeline: aws_sdk_codepipeline::Client,
     cloudformation: aws_sdk_cloudformation::Client,
     tagging: aws_sdk_resourcegroupstagging::Client,
+    watches: DynamoDbAlarmWatches,
 }
 
 fn transient_or_permanent(err: CallError) -> GuardApiError {
@@ -70,9 +77,11 @@ impl AwsTargetDiscovery {
         cloudformation: aws_sdk_cloudformation::Client,
         tagging: aws_sdk_resourcegroupstagging::Client,
     ) -> Self {
+        let table = table.into();
         AwsTargetDiscovery {
+            watches: DynamoDbAlarmWatches::new(dynamodb.clone(), table.clone()),
             dynamodb,
-            table: table.into(),
+            table,
             codedeploy,
             codepipeline,
             cloudformation,
@@ -255,27 +264,48 @@ impl AwsTargetDiscovery {
         Ok(found)
     }
 
+    /// The stages the gate registered as watched by the alarm. A refusal (the table not readable: a role not yet
+    /// updated) leaves the tags to find stages; a transient failure is retried.
+    async fn watched(&self, alarm: &AlarmSignal) -> Result<Vec<(String, String)>, GuardApiError> {
+        match self
+            .watches
+            .watchers(&alarm.account, &alarm.region, &alarm.alarm_name, alarm.at)
+            .await
+        {
+            Ok(stages) => Ok(stages.into_iter().map(|w| (w.pipeline, w.stage)).collect()),
+            Err(StoreError::Permanent(why)) => {
+                tracing::warn!(
+                    error = why,
+                    "the alarm's watches cannot be read; finding stages by tag only"
+                );
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn stage_candidates(
         &self,
         alarm: &AlarmSignal,
         pipeline: &str,
-        stages: &str,
+        wanted: &BTreeSet<String>,
     ) -> Result<Vec<Candidate>, GuardApiError> {
-        let wanted: BTreeSet<&str> = stages.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-        if wanted.is_empty() {
-            tracing::warn!(pipeline, "pipeline tagged for the alarm names no stage; ignored");
-            return Ok(Vec::new());
-        }
-        let state = self
-            .codepipeline
-            .get_pipeline_state()
-            .name(pipeline)
-            .send()
-            .await
-            .map_err(|e| transient_or_permanent(classify(&format!("CodePipeline GetPipelineState {pipeline}"), &e)))?;
+        let state = match self.codepipeline.get_pipeline_state().name(pipeline).send().await {
+            Ok(state) => state,
+            Err(e) => {
+                return match classify(&format!("CodePipeline GetPipelineState {pipeline}"), &e) {
+                    // A pipeline deleted since its gate registered it (its watches expire on their own).
+                    CallError::Refused { code, message } if code == "PipelineNotFoundException" => {
+                        tracing::info!(pipeline, code, message, "watched pipeline not found; ignored");
+                        Ok(Vec::new())
+                    }
+                    other => Err(transient_or_permanent(other)),
+                };
+            }
+        };
         let mut found = Vec::new();
         for (index, stage) in state.stage_states().iter().enumerate() {
-            let Some(name) = stage.stage_name().filter(|n| wanted.contains(n)) else {
+            let Some(name) = stage.stage_name().filter(|n| wanted.contains(*n)) else {
                 continue;
             };
             let Some(latest) = stage.latest_execution() else {
@@ -346,13 +376,34 @@ impl TargetDiscovery for AwsTargetDiscovery {
     #[tracing::instrument(skip_all, fields(alarm = %alarm.key()))]
     async fn candidates(&self, alarm: &AlarmSignal, since: DateTime<Utc>) -> Result<Vec<Candidate>, GuardApiError> {
         let mut candidates = self.deployments(alarm, since).await?;
+        // Stages by pipeline, from the gate's watches first, then the tags: each stage once, each pipeline read once.
+        let mut stages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let watched = self.watched(alarm).await?;
+        let from_watches = watched.len();
+        for (pipeline, stage) in watched {
+            stages.entry(pipeline).or_default().insert(stage);
+        }
+        let mut stacks = Vec::new();
         for (arn, value) in self.tagged(&alarm.alarm_name).await? {
             if arn.contains(":cloudformation:") {
-                candidates.extend(self.stack_candidate(alarm, &arn).await?);
+                stacks.push(arn);
             } else if let Some(pipeline) = pipeline_name(&arn) {
-                candidates.extend(self.stage_candidates(alarm, pipeline, &value).await?);
+                let named: Vec<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+                if named.is_empty() {
+                    tracing::warn!(pipeline, "pipeline tagged for the alarm names no stage; ignored");
+                    continue;
+                }
+                let entry = stages.entry(pipeline.to_string()).or_default();
+                entry.extend(named.into_iter().map(str::to_string));
             }
         }
+        for (pipeline, wanted) in &stages {
+            candidates.extend(self.stage_candidates(alarm, pipeline, wanted).await?);
+        }
+        for arn in &stacks {
+            candidates.extend(self.stack_candidate(alarm, arn).await?);
+        }
+        tracing::info!(watched_stages = from_watches, "stages found through the gate's watches");
         tracing::info!(candidates = candidates.len(), "targets found");
         Ok(candidates)
     }

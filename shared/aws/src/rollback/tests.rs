@@ -476,8 +476,13 @@ async fn discovery_confirms_recorded_deployments_against_their_groups_and_reads_
                 )
                 .build()
         });
+    let watches = watches_query(vec![QueryOutput::builder().build()]);
     let discovery = AwsTargetDiscovery::new(
-        mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&in_progress, &succeeded]),
+        mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::Sequential,
+            [&in_progress, &succeeded, &watches]
+        ),
         "tollgate",
         mock_client!(aws_sdk_codedeploy, RuleMode::Sequential, [&groups]),
         mock_client!(aws_sdk_codepipeline, RuleMode::Sequential, [&state]),
@@ -492,6 +497,7 @@ async fn discovery_confirms_recorded_deployments_against_their_groups_and_reads_
         "one query per status, one BatchGetDeploymentGroups per application"
     );
     assert_eq!((tagged.num_calls(), state.num_calls(), stacks.num_calls()), (1, 1, 1));
+    assert_eq!(watches.num_calls(), 1, "one Query of the alarm's watches");
     let names: Vec<(String, String)> = found.iter().map(|c| (c.target_name(), c.incident())).collect();
     assert_eq!(
         names,
@@ -512,6 +518,217 @@ async fn discovery_confirms_recorded_deployments_against_their_groups_and_reads_
         &found[1].target,
         Target::Stage { first_stage: false, status, .. } if status == "InProgress"
     ));
+}
+
+const NO_RULES: [&aws_smithy_mocks::Rule; 0] = [];
+
+/// The Query of the alarm's watches (exactly its partition), answering `pages` in turn.
+fn watches_query(pages: Vec<QueryOutput>) -> aws_smithy_mocks::Rule {
+    let rule = mock!(aws_sdk_dynamodb::Client::query).match_requests(|r| {
+        r.table_name() == Some("tollgate")
+            && r.index_name().is_none()
+            && r.key_condition_expression() == Some("#pk = :pk")
+            && r.expression_attribute_names()
+                .and_then(|n| n.get("#pk"))
+                .map(String::as_str)
+                == Some("pk")
+            && r.expression_attribute_values().and_then(|v| v.get(":pk"))
+                == Some(&AttributeValue::S(
+                    "ALARMWATCH#111122223333/eu-west-1/checkout-service-5xx".into(),
+                ))
+    });
+    let mut seq = rule.sequence();
+    for page in pages {
+        seq = seq.output(move || page.clone());
+    }
+    seq.build()
+}
+
+fn watch_item(pipeline: &str, stage: &str, ttl: i64) -> std::collections::HashMap<String, AttributeValue> {
+    [
+        (
+            "pk",
+            "ALARMWATCH#111122223333/eu-west-1/checkout-service-5xx".to_string(),
+        ),
+        ("sk", format!("{pipeline}#{stage}")),
+        ("pipeline", pipeline.to_string()),
+        ("stage", stage.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), AttributeValue::S(v)))
+    .chain([("ttl".to_string(), AttributeValue::N(ttl.to_string()))])
+    .collect()
+}
+
+#[tokio::test]
+async fn stages_the_gate_registered_become_candidates_once_each_with_the_tagged_ones() {
+    let empty = || {
+        mock!(aws_sdk_dynamodb::Client::query)
+            .match_requests(|r| r.index_name() == Some("gsi2"))
+            .then_output(|| QueryOutput::builder().build())
+    };
+    let (in_progress, succeeded) = (empty(), empty());
+    let live = t("2026-12-20T09:20:00Z").timestamp();
+    let key = |sk: &str| {
+        std::collections::HashMap::from([
+            (
+                "pk".to_string(),
+                AttributeValue::S("ALARMWATCH#111122223333/eu-west-1/checkout-service-5xx".into()),
+            ),
+            ("sk".to_string(), AttributeValue::S(sk.into())),
+        ])
+    };
+    // Two pages: the second is asked for from the first's LastEvaluatedKey.
+    let watches = watches_query(vec![
+        QueryOutput::builder()
+            .items(watch_item(PIPELINE, "Production", live))
+            .set_last_evaluated_key(Some(key("checkout-service#Production")))
+            .build(),
+        QueryOutput::builder()
+            .items(watch_item("orders", "Release", live))
+            .items(watch_item("payments", "Deploy", live))
+            // Past its `until`, not yet removed by the TTL.
+            .items(watch_item(
+                "retired",
+                "Production",
+                t("2026-11-20T09:00:00Z").timestamp(),
+            ))
+            .build(),
+    ]);
+    // The tag names the same stage as a watch.
+    let tagged = mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
+        GetResourcesOutput::builder()
+            .resource_tag_mapping_list(
+                ResourceTagMapping::builder()
+                    .resource_arn("arn:aws:codepipeline:eu-west-1:111122223333:checkout-service")
+                    .tags(
+                        Tag::builder()
+                            .key("tollgate:rollback-alarm:checkout-service-5xx")
+                            .value("Production")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let state_of = |pipeline: &'static str, stage: &'static str| {
+        mock!(aws_sdk_codepipeline::Client::get_pipeline_state)
+            .match_requests(move |r| r.name() == Some(pipeline))
+            .then_output(move || {
+                GetPipelineStateOutput::builder()
+                    .stage_states(
+                        StageState::builder()
+                            .stage_name("Source")
+                            .latest_execution(
+                                StageExecution::builder()
+                                    .pipeline_execution_id(GOOD)
+                                    .status(StageExecutionStatus::Succeeded)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .stage_states(
+                        StageState::builder()
+                            .stage_name(stage)
+                            .latest_execution(
+                                StageExecution::builder()
+                                    .pipeline_execution_id(CURRENT)
+                                    .status(StageExecutionStatus::InProgress)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            })
+    };
+    let (checkout, orders) = (state_of(PIPELINE, "Production"), state_of("orders", "Release"));
+    // A pipeline deleted since its gate passed: ignored, not an error.
+    let payments = mock!(aws_sdk_codepipeline::Client::get_pipeline_state)
+        .match_requests(|r| r.name() == Some("payments"))
+        .then_error(|| {
+            aws_sdk_codepipeline::operation::get_pipeline_state::GetPipelineStateError::generic(
+                ErrorMetadata::builder()
+                    .code("PipelineNotFoundException")
+                    .message("Account '111122223333' does not have a pipeline with name 'payments'")
+                    .build(),
+            )
+        });
+    let discovery = AwsTargetDiscovery::new(
+        mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::Sequential,
+            [&in_progress, &succeeded, &watches]
+        ),
+        "tollgate",
+        mock_client!(aws_sdk_codedeploy, RuleMode::Sequential, NO_RULES),
+        mock_client!(
+            aws_sdk_codepipeline,
+            RuleMode::MatchAny,
+            [&checkout, &orders, &payments]
+        ),
+        mock_client!(aws_sdk_cloudformation, RuleMode::Sequential, NO_RULES),
+        mock_client!(aws_sdk_resourcegroupstagging, RuleMode::Sequential, [&tagged]),
+    );
+    let a = alarm();
+    let found = discovery.candidates(&a, a.at - Duration::minutes(30)).await.unwrap();
+    assert_eq!(watches.num_calls(), 2, "both pages of the alarm's watches");
+    assert_eq!(
+        (checkout.num_calls(), orders.num_calls(), payments.num_calls()),
+        (1, 1, 1),
+        "each pipeline read once, the watched and tagged one included"
+    );
+    let names: Vec<(String, String)> = found.iter().map(|c| (c.target_name(), c.incident())).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("stage:checkout-service/Production".to_string(), CURRENT.to_string()),
+            ("stage:orders/Release".to_string(), CURRENT.to_string()),
+        ]
+    );
+    assert!(found
+        .iter()
+        .all(|c| c.account == "111122223333" && c.region == "eu-west-1"));
+}
+
+#[tokio::test]
+async fn watches_that_cannot_be_read_for_a_transient_reason_make_discovery_retryable() {
+    let empty = || {
+        mock!(aws_sdk_dynamodb::Client::query)
+            .match_requests(|r| r.index_name() == Some("gsi2"))
+            .then_output(|| QueryOutput::builder().build())
+    };
+    let (in_progress, succeeded) = (empty(), empty());
+    let throttled = mock!(aws_sdk_dynamodb::Client::query)
+        .match_requests(|r| r.index_name().is_none())
+        .then_error(|| {
+            aws_sdk_dynamodb::operation::query::QueryError::generic(
+                ErrorMetadata::builder()
+                    .code("ProvisionedThroughputExceededException")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        });
+    let discovery = AwsTargetDiscovery::new(
+        mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::Sequential,
+            [&in_progress, &succeeded, &throttled]
+        ),
+        "tollgate",
+        mock_client!(aws_sdk_codedeploy, RuleMode::Sequential, NO_RULES),
+        mock_client!(aws_sdk_codepipeline, RuleMode::Sequential, NO_RULES),
+        mock_client!(aws_sdk_cloudformation, RuleMode::Sequential, NO_RULES),
+        mock_client!(aws_sdk_resourcegroupstagging, RuleMode::Sequential, NO_RULES),
+    );
+    let a = alarm();
+    let err = discovery
+        .candidates(&a, a.at - Duration::minutes(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GuardApiError::Transient(_)), "{err:?}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
