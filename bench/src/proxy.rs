@@ -15,12 +15,31 @@ use std::time::Duration;
 
 use crate::http::{read_message, write_message, Message};
 
-/// A canned answer for an operation the local endpoint lacks.
+/// A canned answer for an operation the local endpoint lacks. [`JOB_ID_PLACEHOLDER`] in the body is replaced by the
+/// request's `jobId`.
 #[derive(Debug, Clone)]
 pub struct Stub {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+/// Stands for the request's `jobId` (a JSON-protocol field) in a stub's body: GetJobDetails then answers each job
+/// with a pipeline execution of its own.
+pub const JOB_ID_PLACEHOLDER: &str = "{{jobId}}";
+
+/// The stub's body for `request`, with the placeholder replaced (JSON-escaped) when the request names a job.
+fn stub_body(stub: &Stub, request: &Message) -> Vec<u8> {
+    let body = String::from_utf8_lossy(&stub.body);
+    if !body.contains(JOB_ID_PLACEHOLDER) {
+        return stub.body.clone();
+    }
+    let job_id = serde_json::from_slice::<serde_json::Value>(&request.body)
+        .ok()
+        .and_then(|v| v.get("jobId").and_then(serde_json::Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    let escaped = serde_json::Value::String(job_id).to_string();
+    body.replace(JOB_ID_PLACEHOLDER, escaped.trim_matches('"')).into_bytes()
 }
 
 /// Requests by `service.Operation`.
@@ -112,7 +131,7 @@ fn relay(client: TcpStream, upstream: SocketAddr, inner: &Mutex<Inner>, stubs: &
                 Ok((
                     format!("HTTP/1.1 {} Stubbed", stub.status),
                     stub.headers.clone(),
-                    stub.body.clone(),
+                    stub_body(stub, &request),
                 ))
             }
             // The endpoint's `Connection: close` is for the proxy's own connection, not the function's.
@@ -270,6 +289,26 @@ mod tests {
             "",
         );
         assert_eq!(operation_of(&r), "s3.GetObject");
+    }
+
+    #[test]
+    fn a_stub_answers_with_the_requests_job_id_in_place_of_the_placeholder() {
+        let stub = Stub {
+            status: 200,
+            headers: Vec::new(),
+            body: br#"{"pipelineExecutionId":"{{jobId}}"}"#.to_vec(),
+        };
+        let get = request(
+            "POST / HTTP/1.1",
+            &[("X-Amz-Target", "CodePipeline_20150709.GetJobDetails")],
+            r#"{"jobId":"job-7"}"#,
+        );
+        assert_eq!(stub_body(&stub, &get), br#"{"pipelineExecutionId":"job-7"}"#.to_vec());
+        let fixed = Stub {
+            body: b"{}".to_vec(),
+            ..stub
+        };
+        assert_eq!(stub_body(&fixed, &get), b"{}".to_vec());
     }
 
     #[test]

@@ -16,10 +16,13 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tollgate_bench::functions::{table, FunctionSpec, Resources, GATE_ARTIFACT_BUCKET, GATE_ARTIFACT_KEY};
+use tollgate_bench::functions::{
+    table, FunctionSpec, Resources, BENCH_ALARM, BENCH_APPROVER, BENCH_CHAT_USER, BENCH_SIGNING_SECRET,
+    CHANGESET_ARTIFACT_KEY, CHANGESET_TEMPLATE, GATE_ARTIFACT_BUCKET, GATE_ARTIFACT_KEY,
+};
 use tollgate_bench::http::{read_message, write_message};
 use tollgate_bench::measure::{median, Bench, Instructions, NativeRun, Target};
-use tollgate_bench::proxy::{CountingProxy, Counts, Stub};
+use tollgate_bench::proxy::{CountingProxy, Counts, Stub, JOB_ID_PLACEHOLDER};
 
 struct Options {
     bin_dir: PathBuf,
@@ -251,14 +254,16 @@ fn stubs() -> BTreeMap<String, Stub> {
         ],
         body: vec![0xa0],
     };
-    // The gate reads where its job runs (pipeline, stage, action, execution) from GetJobDetails.
-    let job_details = json!({"jobDetails": {"id": "bench-job", "accountId": "111122223333", "data": {
+    // The gate and changeset read where their job runs (pipeline, stage, action, execution) from GetJobDetails. Each
+    // job is of an execution of its own (named after the job id), as each run of a pipeline's action is; a
+    // redelivered job keeps its execution.
+    let job_details = json!({"jobDetails": {"id": JOB_ID_PLACEHOLDER, "accountId": "111122223333", "data": {
         "pipelineContext": {
             "pipelineName": "checkout-service",
             "stage": {"name": "Production"},
             "action": {"name": "Gate", "actionExecutionId": "bench-action"},
             "pipelineArn": "arn:aws:codepipeline:eu-west-1:111122223333:checkout-service",
-            "pipelineExecutionId": "ed085d02-372a-4b03-ba8a-c1df62a84ced"
+            "pipelineExecutionId": JOB_ID_PLACEHOLDER
         }
     }}});
     let mut stubs = BTreeMap::new();
@@ -276,18 +281,52 @@ fn stubs() -> BTreeMap<String, Stub> {
     for op in ["PutJobSuccessResult", "PutJobFailureResult"] {
         stubs.insert(format!("codepipeline.{op}"), json_ok.clone());
     }
-    for op in [
-        "DescribeAlarms",
-        "GetMetricData",
-        "GetMetricStatistics",
-        "DescribeAlarmHistory",
-    ] {
+    // The alarms the gate's policy names and the hook checks, both OK since 2026-11-01: the hook passes without a
+    // notification and the gate's alarm check passes (an empty answer would make them missing).
+    stubs.insert(
+        "monitoring.DescribeAlarms".to_string(),
+        Stub {
+            body: cbor_alarms(&[BENCH_ALARM, "checkout-service-latency-p99"], 1_793_491_200),
+            ..cbor_empty.clone()
+        },
+    );
+    for op in ["GetMetricData", "GetMetricStatistics", "DescribeAlarmHistory"] {
         stubs.insert(format!("monitoring.{op}"), cbor_empty.clone());
     }
     stubs
 }
 
-/// The template's table and topic (through `tollgate local provision`), and the gate's input artifact.
+/// A DescribeAlarms output in CBOR: `{"MetricAlarms": [{"AlarmName": n, "StateValue": "OK",
+/// "StateTransitionedTimestamp": since}, ...]}` (timestamps are tag 1 over epoch seconds).
+fn cbor_alarms(names: &[&str], since: u32) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        match s.len() {
+            n @ 0..=23 => out.push(0x60 | n as u8),
+            n => {
+                out.push(0x78);
+                out.push(n as u8);
+            }
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut out = vec![0xa1];
+    text(&mut out, "MetricAlarms");
+    out.push(0x80 | names.len() as u8);
+    for name in names {
+        out.push(0xa3);
+        text(&mut out, "AlarmName");
+        text(&mut out, name);
+        text(&mut out, "StateValue");
+        text(&mut out, "OK");
+        text(&mut out, "StateTransitionedTimestamp");
+        out.extend_from_slice(&[0xc1, 0x1a]);
+        out.extend_from_slice(&since.to_be_bytes());
+    }
+    out
+}
+
+/// The template's table and topic (through `tollgate local provision`), the gate's and the changeset's input
+/// artifacts, the approval function's signing secret and its linked chat user.
 fn provision(o: &Options) -> Result<Resources, Box<dyn std::error::Error>> {
     let output = Command::new(&o.tollgate)
         .args(["local", "provision", "--prefix", "tollgate-bench"])
@@ -312,12 +351,88 @@ fn provision(o: &Options) -> Result<Resources, Box<dyn std::error::Error>> {
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
             .ok_or_else(|| format!("`tollgate local provision` printed no `{name}` line:\n{stdout}"))
     };
+    let table = field("table ")?;
     let resources = Resources {
-        table: field("table ")?,
         topic_arn: field("topic ")?,
+        signing_secret_arn: signing_secret(o.endpoint)?,
+        table: table.clone(),
     };
     upload_policy_artifact(o)?;
+    upload_changeset_artifact(o)?;
+    link_chat_user(o, &table)?;
     Ok(resources)
+}
+
+/// The approval function reads its signing secret from Secrets Manager at init: created once (a re-run finds it),
+/// its ARN read back.
+fn signing_secret(endpoint: SocketAddr) -> Result<String, Box<dyn std::error::Error>> {
+    let name = "tollgate-bench-chat-signing-secret";
+    let create = json!({"Name": name, "SecretString": BENCH_SIGNING_SECRET}).to_string();
+    let (status, _) = json_call(endpoint, "secretsmanager", "secretsmanager.CreateSecret", &create)?;
+    if status != 200 && status != 400 {
+        return Err(format!("creating the signing secret answered HTTP {status}").into());
+    }
+    let describe = json!({"SecretId": name}).to_string();
+    let (status, body) = json_call(endpoint, "secretsmanager", "secretsmanager.DescribeSecret", &describe)?;
+    let arn = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("ARN").and_then(Value::as_str).map(str::to_string));
+    arn.ok_or_else(|| format!("the signing secret has no ARN (DescribeSecret answered HTTP {status})").into())
+}
+
+/// Links the chat user that signs the approval requests to an approver, as an administrator would.
+fn link_chat_user(o: &Options, table: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let output = Command::new(&o.tollgate)
+        .args([
+            "identity",
+            "link",
+            "--table",
+            table,
+            "--chat",
+            BENCH_CHAT_USER,
+            "--principal",
+            BENCH_APPROVER,
+        ])
+        .env("AWS_ENDPOINT_URL", format!("http://{}", o.endpoint))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "eu-west-1")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", o.tollgate.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "linking the approval row's chat user failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The changeset jobs' input artifact: a zip holding the template as `stack.yaml`.
+fn upload_changeset_artifact(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = o.out.join("changeset-artifact");
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("stack.yaml"), CHANGESET_TEMPLATE)?;
+    let zip = dir.join("artifact.zip");
+    let _ = fs::remove_file(&zip);
+    let status = Command::new("zip")
+        .args(["-q", "-j", "-X"])
+        .arg(&zip)
+        .arg(dir.join("stack.yaml"))
+        .status()?;
+    if !status.success() {
+        return Err("zip could not pack the changeset's template".into());
+    }
+    let status = s3_put(
+        o.endpoint,
+        &format!("/{GATE_ARTIFACT_BUCKET}/{CHANGESET_ARTIFACT_KEY}"),
+        &fs::read(&zip)?,
+    )?;
+    if status != 200 {
+        return Err(format!("uploading the changeset's artifact answered HTTP {status}").into());
+    }
+    Ok(())
 }
 
 /// The gate reads its policy from the pipeline's input artifact: a zip of the committed `policies/` (not the work
@@ -350,21 +465,48 @@ fn upload_policy_artifact(o: &Options) -> Result<(), Box<dyn std::error::Error>>
 }
 
 fn s3_put(endpoint: SocketAddr, path: &str, body: &[u8]) -> Result<u16, Box<dyn std::error::Error>> {
+    Ok(raw_call(endpoint, "s3", &format!("PUT {path} HTTP/1.1"), Vec::new(), body)?.0)
+}
+
+/// A JSON-protocol call (`X-Amz-Target`) to the local endpoint: its status and body.
+fn json_call(
+    endpoint: SocketAddr,
+    service: &str,
+    target: &str,
+    body: &str,
+) -> Result<(u16, Vec<u8>), Box<dyn std::error::Error>> {
+    let headers = vec![
+        ("Content-Type".to_string(), "application/x-amz-json-1.1".to_string()),
+        ("X-Amz-Target".to_string(), target.to_string()),
+    ];
+    raw_call(endpoint, service, "POST / HTTP/1.1", headers, body.as_bytes())
+}
+
+/// One request to the local endpoint, which routes by the service named in the (unchecked) signature.
+fn raw_call(
+    endpoint: SocketAddr,
+    service: &str,
+    line: &str,
+    mut headers: Vec<(String, String)>,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), Box<dyn std::error::Error>> {
     let stream = TcpStream::connect_timeout(&endpoint, Duration::from_secs(5))?;
     let mut writer = stream.try_clone()?;
-    let headers = vec![
+    headers.extend([
         ("Host".to_string(), endpoint.to_string()),
         (
             "Authorization".to_string(),
-            "AWS4-HMAC-SHA256 Credential=testing/20261122/eu-west-1/s3/aws4_request, SignedHeaders=host, Signature=0"
-                .to_string(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=testing/20261122/eu-west-1/{service}/aws4_request, SignedHeaders=host, \
+                 Signature=0"
+            ),
         ),
         ("Connection".to_string(), "close".to_string()),
-    ];
-    write_message(&mut writer, &format!("PUT {path} HTTP/1.1"), &headers, body)?;
+    ]);
+    write_message(&mut writer, line, &headers, body)?;
     writer.flush()?;
     let response = read_message(&mut BufReader::new(stream), true)?.ok_or("the endpoint closed without answering")?;
-    Ok(response.status())
+    Ok((response.status(), response.body))
 }
 
 /// The deployment package: the binary as `bootstrap`, zipped (what `cargo lambda build --output-format zip` makes).
