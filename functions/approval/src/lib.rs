@@ -3,4 +3,3 @@
 
 pub mod config;
 pub mod handler;
-pub mod logging;

@@ -14,7 +14,7 @@ use tollgate_domain::chat::{ChatSettings, DecisionPorts, RequestPorts};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    approval::logging::init();
+    tollgate_aws::logging::init();
     let config = Config::from_env()?;
     let sdk = tollgate_aws::config::sdk_config().await;
     // Read once: every request is checked against it, and it is never logged.

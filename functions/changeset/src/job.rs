@@ -1,12 +1,11 @@
 //! The job event, as the changeset action needs it: what `tollgate_domain::parse` reads (id, UserParameters,
 //! continuation token) plus the input artifacts' locations and the job's artifact credentials.
 //!
-//! The credentials are read field by field as plain strings, never through a deserializer whose error message could
-//! quote a value, and kept only in [`ArtifactCredentials`], whose `Debug` shows nothing. (The same reading as the
-//! gate's, kept here so that the two functions can change independently.)
+//! The artifacts and credentials are read by [`tollgate_domain::gate::job_artifacts`], as the gate reads them: the
+//! credentials field by field, kept only in [`ArtifactCredentials`], whose `Debug` shows nothing.
 
 use serde_json::Value;
-use tollgate_domain::gate::{ArtifactCredentials, ArtifactLocation};
+use tollgate_domain::gate::{job_artifacts, ArtifactCredentials, ArtifactLocation};
 use tollgate_domain::parse::{parse_inbound, Inbound, ParseError, PipelineJob};
 
 /// A CodePipeline job for the changeset action.
@@ -33,34 +32,7 @@ impl ChangesetJob {
         let Inbound::PipelineJob(job) = parse_inbound(&bytes)? else {
             return Err(JobEventError::NotAJob);
         };
-        let data = &event["CodePipeline.job"]["data"];
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        let artifacts = data["inputArtifacts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| {
-                let s3 = &a["location"]["s3Location"];
-                Some(ArtifactLocation {
-                    name: text(&a["name"]).unwrap_or_default(),
-                    bucket: text(&s3["bucketName"])?,
-                    key: text(&s3["objectKey"])?,
-                })
-            })
-            .collect();
-        let c = &data["artifactCredentials"];
-        let credentials = match (
-            text(&c["accessKeyId"]),
-            text(&c["secretAccessKey"]),
-            text(&c["sessionToken"]),
-        ) {
-            (Some(access_key_id), Some(secret_access_key), Some(session_token)) => Some(ArtifactCredentials {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            }),
-            _ => None,
-        };
+        let (artifacts, credentials) = job_artifacts(&event["CodePipeline.job"]["data"]);
         Ok(ChangesetJob {
             job,
             artifacts,

@@ -8,4 +8,3 @@
 pub mod config;
 pub mod handler;
 pub mod job;
-pub mod logging;

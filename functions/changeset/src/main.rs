@@ -13,7 +13,7 @@ use tollgate_aws::{DynamoDbStore, SnsNotifier};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    changeset::logging::init();
+    tollgate_aws::logging::init();
     let config = Config::from_env()?;
     let sdk = tollgate_aws::config::sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);

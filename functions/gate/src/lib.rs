@@ -6,4 +6,3 @@
 pub mod config;
 pub mod handler;
 pub mod job;
-pub mod logging;

@@ -16,7 +16,7 @@ use tollgate_domain::gate::TaggedAlarms;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    gate::logging::init();
+    tollgate_aws::logging::init();
     let config = Config::from_env()?;
     let sdk = tollgate_aws::config::sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);

@@ -13,6 +13,7 @@ pub mod codepipeline_jobs;
 pub mod config;
 pub mod dynamodb;
 pub mod gate_store;
+pub mod logging;
 pub mod manual_approvals;
 pub mod rollback;
 pub mod sns;

@@ -113,6 +113,40 @@ impl fmt::Debug for ArtifactCredentials {
     }
 }
 
+/// The input artifacts stored in S3 (in order) and the artifact credentials of a `CodePipeline.job` event's `data`,
+/// which the domain parser leaves out on purpose. The credentials are read field by field as plain strings, never
+/// through a deserializer whose error message could quote a value, and kept only in [`ArtifactCredentials`].
+pub fn job_artifacts(data: &serde_json::Value) -> (Vec<ArtifactLocation>, Option<ArtifactCredentials>) {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let artifacts = data["inputArtifacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let s3 = &a["location"]["s3Location"];
+            Some(ArtifactLocation {
+                name: text(&a["name"]).unwrap_or_default(),
+                bucket: text(&s3["bucketName"])?,
+                key: text(&s3["objectKey"])?,
+            })
+        })
+        .collect();
+    let c = &data["artifactCredentials"];
+    let credentials = match (
+        text(&c["accessKeyId"]),
+        text(&c["secretAccessKey"]),
+        text(&c["sessionToken"]),
+    ) {
+        (Some(access_key_id), Some(secret_access_key), Some(session_token)) => Some(ArtifactCredentials {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        }),
+        _ => None,
+    };
+    (artifacts, credentials)
+}
+
 /// The policy as read from the artifact: the path it was found at, and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyText {

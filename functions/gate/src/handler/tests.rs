@@ -723,7 +723,7 @@ async fn artifact_credentials_never_reach_the_logs() {
 
 #[test]
 fn the_raw_event_trace_of_the_runtime_is_never_enabled() {
-    let filter = crate::logging::filter(Some("trace")).to_string();
+    let filter = tollgate_aws::logging::filter(Some("trace")).to_string();
     assert!(
         filter.contains("lambda_runtime::layers::api_response=debug"),
         "{filter}"

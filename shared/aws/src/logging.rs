@@ -1,6 +1,7 @@
-//! Logging for the gate: Lambda's default subscriber (JSON with `AWS_LAMBDA_LOG_FORMAT=json`, the level from
-//! `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`), except that the runtime's own TRACE line with the raw event is never
-//! enabled: a job event carries the job's temporary artifact credentials.
+//! Logging for the functions whose events carry secrets (the gate and changeset: a job's temporary artifact
+//! credentials; approval: a Manual approval's token, a chat request's signed body): Lambda's default subscriber (JSON
+//! with `AWS_LAMBDA_LOG_FORMAT=json`, the level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`), except that the
+//! runtime's own TRACE line with the raw event is never enabled.
 
 use lambda_runtime::tracing::subscriber::filter::{Directive, EnvFilter, LevelFilter};
 
