@@ -89,6 +89,26 @@ where
 }
 
 impl DynamoDbGateStore {
+    /// The newest `AT#...` item of a partition (approvals and overrides are kept one per time), read consistently.
+    async fn newest_at_item(&self, pk: String, what: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :at)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":at", s("AT#"))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(&format!("Query ({what})"), &self.table, &e))?;
+        Ok(out.items.unwrap_or_default().into_iter().next())
+    }
+
     pub fn new(client: Client, table: impl Into<String>, retention_days: i64) -> Self {
         DynamoDbGateStore {
             client,
@@ -289,22 +309,7 @@ impl ApprovalRecords for DynamoDbGateStore {
 
     #[tracing::instrument(skip_all, fields(table = %self.table, stage = %key.stage))]
     async fn latest_approval(&self, key: &ApprovalKey) -> Result<Option<ApprovalRecord>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :at)")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#sk", "sk")
-            .expression_attribute_values(":pk", s(approval_pk(key)))
-            .expression_attribute_values(":at", s("AT#"))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("Query (latest approval)", &self.table, &e))?;
-        let Some(item) = out.items().first() else {
+        let Some(item) = self.newest_at_item(approval_pk(key), "latest approval").await? else {
             return Ok(None);
         };
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
@@ -449,30 +454,15 @@ impl GateControls for DynamoDbGateStore {
 
     #[tracing::instrument(skip_all, fields(table = %self.table, stage = %key.stage))]
     async fn latest_override(&self, key: &ApprovalKey) -> Result<Option<OverrideRecord>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :at)")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#sk", "sk")
-            .expression_attribute_values(":pk", s(override_pk(key)))
-            .expression_attribute_values(":at", s("AT#"))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("Query (latest override)", &self.table, &e))?;
-        let Some(item) = out.items().first() else {
+        let Some(item) = self.newest_at_item(override_pk(key), "latest override").await? else {
             return Ok(None);
         };
         let bad = |what: &str| StoreError::Permanent(format!("an override in table {} has {what}", self.table));
         Ok(Some(OverrideRecord {
             key: key.clone(),
-            by: text_of(item, "by").ok_or_else(|| bad("no `by`"))?,
-            reason: text_of(item, "reason").ok_or_else(|| bad("no `reason`"))?,
-            at: time_of(item, "at").ok_or_else(|| bad("no readable `at`"))?,
+            by: text_of(&item, "by").ok_or_else(|| bad("no `by`"))?,
+            reason: text_of(&item, "reason").ok_or_else(|| bad("no `reason`"))?,
+            at: time_of(&item, "at").ok_or_else(|| bad("no readable `at`"))?,
         }))
     }
 }
