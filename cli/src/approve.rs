@@ -11,12 +11,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tollgate_domain::audit::{AuditLog, NewAuditEntry, GLOBAL_SCOPE};
-use tollgate_domain::chat::{
+use tollgate_domain::gate::approval::{
     decide, ChatIdentities, ChatUser, DecideError, Decided, Decider, DecisionKind, DecisionPorts, LinkedIdentity,
 };
+use tollgate_domain::gate::policy::{ApprovalDecision, ArnPattern};
 use tollgate_domain::gate::ApprovalKey;
-use tollgate_domain::policy::{ApprovalDecision, ArnPattern};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
 
 /// Audit actions of identity links (in the `global` scope).
 pub const IDENTITY_LINK: &str = "identity.link";
@@ -131,8 +131,8 @@ pub async fn unlink_identity(
 #[cfg(test)]
 mod tests {
     use tollgate_domain::audit::{verify, MemoryAuditLog};
-    use tollgate_domain::chat::{ApprovalResultRequest, ApprovalToken, ManualApproval, ManualApprovals};
-    use tollgate_domain::chat::{MemoryApprovalResults, MemoryChatStore};
+    use tollgate_domain::gate::approval::{ApprovalResultRequest, ApprovalToken, ManualApproval, ManualApprovals};
+    use tollgate_domain::gate::approval::{MemoryApprovalResults, MemoryChatStore};
     use tollgate_domain::gate::{ApprovalRecords, MemoryGateStore};
     use tollgate_domain::memory::MemoryStore;
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use tollgate_domain::audit::{check, AuditBreak, AuditEntry, AuditLog};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
 
 /// Width at which an entry's detail is cut in listings.
 const DETAIL_WIDTH: usize = 80;

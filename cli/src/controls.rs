@@ -9,11 +9,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tollgate_domain::audit::{action, pipeline_scope, AuditLog, NewAuditEntry};
+use tollgate_domain::gate::policy::window::freeze_span;
+use tollgate_domain::gate::policy::{Freeze, FreezeBound};
 use tollgate_domain::gate::{parse_freeze_scope, ApprovalKey, FreezeRecord, GateControls, OverrideRecord};
-use tollgate_domain::keys::PipelineKey;
-use tollgate_domain::policy::window::freeze_span;
-use tollgate_domain::policy::{Freeze, FreezeBound};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::record::ports::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tollgate_domain::keys::PipelineKey;
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{Rejected, TimelineQueries};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{Rejected, TimelineQueries};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::ExecutionTimeline;
 
 use crate::local::{self, Clients, Delivered, DeliveryPlan, LocalError, Names, PumpReport};
 use crate::render;
@@ -67,7 +67,7 @@ pub async fn run(c: &Clients, opts: &DemoOptions) -> Result<DemoReport, LocalErr
     for (i, e) in story.iter().enumerate() {
         let parsed = parse_event(e.to_string().as_bytes())
             .map_err(|err| LocalError::Input(format!("{} event #{i}: {err}", opts.story.display())))?;
-        if let tollgate_domain::keys::Subject::Execution(k) = parsed.subject() {
+        if let tollgate_domain::record::keys::Subject::Execution(k) = parsed.subject() {
             if !pipelines.contains(&k.pipeline) {
                 pipelines.push(k.pipeline.clone());
             }

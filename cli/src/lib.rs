@@ -15,5 +15,5 @@ pub mod table;
 pub mod template;
 
 pub(crate) fn is_failure_state(s: &str) -> bool {
-    tollgate_domain::timeline::is_failure(s)
+    tollgate_domain::record::timeline::is_failure(s)
 }

@@ -20,7 +20,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::{json, Value};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::service::{FailureWait, Ingestor};
+use tollgate_domain::ingest::service::{FailureWait, Ingestor};
 
 use crate::template::{TableSpec, Template};
 
@@ -469,8 +469,8 @@ pub async fn pump<S, N>(
     deadline: Duration,
 ) -> Result<PumpReport, LocalError>
 where
-    S: tollgate_domain::ports::EventRecorder + tollgate_domain::ports::TimelineQueries + 'static,
-    N: tollgate_domain::ports::Notifier + 'static,
+    S: tollgate_domain::record::ports::EventRecorder + tollgate_domain::record::ports::TimelineQueries + 'static,
+    N: tollgate_domain::record::ports::Notifier + 'static,
 {
     let started = Instant::now();
     let mut rng = Rng::new(seed ^ 0xA5A5);

@@ -11,8 +11,8 @@ use tollgate::local::{self, Clients, DeliveryPlan, Names};
 use tollgate::replay::{self, MetricsConfigFile, Replayer};
 use tollgate::simulate::{self, SimOptions};
 use tollgate::template::Template;
-use tollgate_domain::metrics::Period;
-use tollgate_domain::policy::ApprovalDecision;
+use tollgate_domain::gate::policy::ApprovalDecision;
+use tollgate_domain::measure::metrics::Period;
 
 /// Writes to standard output; a reader that went away (`tollgate ... | head`) ends the program quietly, as in any
 /// Unix tool, instead of a panic.
@@ -587,7 +587,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .or_else(|| sdk.region().map(|r| r.to_string()))
                 .ok_or("no region: pass --region or set AWS_REGION")?;
             let store = table_store(&table).await;
-            let key = tollgate_domain::keys::PipelineKey {
+            let key = tollgate_domain::record::keys::PipelineKey {
                 account,
                 region,
                 pipeline,
@@ -682,7 +682,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     table,
                 },
         } => {
-            let key = tollgate_domain::keys::PipelineKey {
+            let key = tollgate_domain::record::keys::PipelineKey {
                 account,
                 region: region.unwrap_or_default(),
                 pipeline,
@@ -826,7 +826,10 @@ fn period_of(m: &MetricsArgs) -> Result<Option<Period>, Box<dyn std::error::Erro
 
 fn configs_of(
     m: &MetricsArgs,
-) -> Result<std::collections::BTreeMap<String, tollgate_domain::metrics::PipelineConfig>, Box<dyn std::error::Error>> {
+) -> Result<
+    std::collections::BTreeMap<String, tollgate_domain::measure::metrics::PipelineConfig>,
+    Box<dyn std::error::Error>,
+> {
     Ok(match &m.pipelines {
         Some(path) => MetricsConfigFile::load(path)?.configs(),
         None => Default::default(),
@@ -933,7 +936,7 @@ async fn simulate_command(
 fn policy_validate(files: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> {
     let mut invalid = 0;
     for file in files {
-        match tollgate_domain::policy::validate_file(file) {
+        match tollgate_domain::gate::policy::validate_file(file) {
             Ok(policy) => outln!("{}: ok (policy {})", file.display(), policy.name),
             Err(e) => {
                 invalid += 1;
@@ -950,7 +953,7 @@ fn policy_validate(files: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> 
 /// `tollgate gate explain`: the policy evaluated now with live facts, explained. An empty region is the SDK's.
 async fn gate_explain(
     policy_file: &std::path::Path,
-    mut key: tollgate_domain::keys::PipelineKey,
+    mut key: tollgate_domain::record::keys::PipelineKey,
     stage: &str,
     execution: Option<String>,
     table: &TableArgs,
@@ -962,9 +965,9 @@ async fn gate_explain(
         apply_override, freeze_scopes, gather_facts, with_ad_hoc_freezes, FactSources, GateControls, JobContext,
         TaggedAlarms,
     };
-    use tollgate_domain::ports::TimelineQueries;
+    use tollgate_domain::record::ports::TimelineQueries;
 
-    let policy = tollgate_domain::policy::validate_file(policy_file)?;
+    let policy = tollgate_domain::gate::policy::validate_file(policy_file)?;
     let mut sdk = tollgate_aws::config::sdk_config().await;
     if key.region.is_empty() {
         key.region = sdk
@@ -1023,7 +1026,7 @@ async fn gate_explain(
     let policy = with_ad_hoc_freezes(&policy, &freezes, now);
     // Explained as if the gate first evaluated now: max_wait shows the whole allowance.
     let facts = gather_facts(&policy, &ctx, now, now, &sources).await;
-    let mut decision = tollgate_domain::policy::evaluate(&policy, &facts);
+    let mut decision = tollgate_domain::gate::policy::evaluate(&policy, &facts);
     let explanation = match approvals.latest_override(&ctx.approval_key()).await? {
         Some(o) => apply_override(&policy, &mut decision, &o).0,
         None => decision.explain(),
@@ -1117,7 +1120,7 @@ async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Bo
     let store = tollgate_aws::DynamoDbStore::new(client, args.table.table, 400);
     // A pending Manual approval is decided with the caller's own credentials: IAM decides who may.
     let results = tollgate_aws::manual_approvals::CodePipelineApprovalResults::from_sdk_config(&sdk);
-    let ports = tollgate_domain::chat::DecisionPorts {
+    let ports = tollgate_domain::gate::approval::DecisionPorts {
         approvals: &gate,
         controls: &gate,
         manual: &manual,

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tollgate_domain::notify::human_duration;
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::record::timeline::ExecutionTimeline;
+use tollgate_domain::tell::notify::human_duration;
 
 fn hm(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.format("%H:%M:%S").to_string())
@@ -132,7 +132,7 @@ pub fn chat(doc: &Value, attributes: &std::collections::BTreeMap<String, String>
 }
 
 /// Delivery metrics as a table per pipeline, then per team.
-pub fn metrics(report: &tollgate_domain::metrics::MetricsReport) -> String {
+pub fn metrics(report: &tollgate_domain::measure::metrics::MetricsReport) -> String {
     let m = serde_json::to_value(report).unwrap_or(Value::Null);
     let secs = |v: &Value| v.as_i64().map(human_duration).unwrap_or_else(|| "-".into());
     let pct = |v: &Value| {

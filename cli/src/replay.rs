@@ -12,11 +12,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tollgate_domain::ingest::service::{Ingestor, MessageContext, Outcome};
+use tollgate_domain::measure::metrics::{compute, MetricsReport, Period, PipelineConfig};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::metrics::{compute, MetricsReport, Period, PipelineConfig};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::service::{Ingestor, MessageContext, Outcome};
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::ExecutionTimeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

@@ -10,9 +10,9 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use tollgate_domain::metrics::{compute, MetricsReport, Period, PipelineConfig};
-use tollgate_domain::notify::human_duration;
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::measure::metrics::{compute, MetricsReport, Period, PipelineConfig};
+use tollgate_domain::record::timeline::ExecutionTimeline;
+use tollgate_domain::tell::notify::human_duration;
 
 const COLORS: [&str; 8] = [
     "#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#dc2626", "#4b5563", "#db2777",
@@ -576,7 +576,8 @@ mod tests {
             hash: String::new(),
         };
         let audit = [entry(1, "ok", 60_000), entry(2, "refused", 120_000)];
-        let report = tollgate_domain::metrics::compute_with_audit(&timelines, &BTreeMap::new(), &period, &audit, &[]);
+        let report =
+            tollgate_domain::measure::metrics::compute_with_audit(&timelines, &BTreeMap::new(), &period, &audit, &[]);
         let page = html(&timelines, &BTreeMap::new(), &report, Utc::now());
         assert!(!page.contains("No audit trail was read"));
         assert!(

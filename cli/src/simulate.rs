@@ -1301,13 +1301,13 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet, HashMap};
     use std::sync::Arc;
 
-    use tollgate_domain::event::{DeliveryEvent, EventBody, EventKind};
-    use tollgate_domain::keys::ExecutionKey;
+    use tollgate_domain::ingest::service::{Ingestor, MessageContext, Outcome};
     use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-    use tollgate_domain::parse::parse_event;
-    use tollgate_domain::query::execution_timeline;
-    use tollgate_domain::service::{Ingestor, MessageContext, Outcome};
-    use tollgate_domain::timeline::ExecutionTimeline;
+    use tollgate_domain::record::event::{DeliveryEvent, EventBody, EventKind};
+    use tollgate_domain::record::keys::ExecutionKey;
+    use tollgate_domain::record::parse::parse_event;
+    use tollgate_domain::record::query::execution_timeline;
+    use tollgate_domain::record::timeline::ExecutionTimeline;
 
     use super::*;
 
@@ -1591,7 +1591,7 @@ mod tests {
             assert_eq!(event_time(t), t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
             assert_eq!(codebuild_time(t), t.format("%b %-d, %Y %-I:%M:%S %p").to_string());
             assert_eq!(cloudwatch_time(t), t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string());
-            let parsed = tollgate_domain::parse::parse_codebuild_time(&codebuild_time(t)).unwrap();
+            let parsed = tollgate_domain::record::parse::parse_codebuild_time(&codebuild_time(t)).unwrap();
             assert_eq!(parsed.timestamp(), t.timestamp());
         }
         let t = Utc.with_ymd_and_hms(2026, 11, 20, 9, 12, 29).unwrap();

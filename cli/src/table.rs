@@ -12,12 +12,12 @@ use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::DynamoDbStore;
 use tollgate_domain::audit::{action, pipeline_scope, AuditEntry, AuditLog, GLOBAL_SCOPE};
 use tollgate_domain::gate::{GateDecision, GateDecisions};
-use tollgate_domain::keys::{ExecutionKey, PipelineKey};
+use tollgate_domain::measure::metrics::{compute_with_audit, MetricsReport, Period, PipelineConfig};
 use tollgate_domain::memory::MemoryStore;
-use tollgate_domain::metrics::{compute_with_audit, MetricsReport, Period, PipelineConfig};
-use tollgate_domain::ports::{StoreError, TimelineQueries};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::record::keys::{ExecutionKey, PipelineKey};
+use tollgate_domain::record::ports::{StoreError, TimelineQueries};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::ExecutionTimeline;
 
 /// The latest executions of every pipeline that ran between `from` and `to`, one line each, newest pipeline first.
 pub async fn status<Q: TimelineQueries + ?Sized>(

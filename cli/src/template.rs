@@ -246,8 +246,8 @@ mod tests {
     fn the_pattern_admits_every_kind_tollgate_models() {
         let hub = infra("template.yaml");
         let types = hub.rules[0].pattern["detail-type"].as_array().unwrap();
-        for kind in tollgate_domain::event::EventKind::ALL {
-            if kind != tollgate_domain::event::EventKind::Unknown {
+        for kind in tollgate_domain::record::event::EventKind::ALL {
+            if kind != tollgate_domain::record::event::EventKind::Unknown {
                 assert!(
                     types.iter().any(|t| t == kind.detail_type()),
                     "{kind:?} is not routed by the rules"

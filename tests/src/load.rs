@@ -14,12 +14,12 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use serde_json::Value;
 use tollgate::replay::data_span;
 use tollgate::simulate::{clean_stream, simulate, SimOptions};
-use tollgate_domain::keys::{ExecutionKey, PipelineKey};
+use tollgate_domain::ingest::service::{Ingestor, MessageContext, Outcome};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::ports::{EventRecorder, Notifier, TimelineQueries};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::service::{Ingestor, MessageContext, Outcome};
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::record::keys::{ExecutionKey, PipelineKey};
+use tollgate_domain::record::ports::{EventRecorder, Notifier, TimelineQueries};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::ExecutionTimeline;
 
 use crate::driver::{notification_id, NotificationId};
 
@@ -173,7 +173,7 @@ pub async fn executions_listed<Q: TimelineQueries + ?Sized>(store: &Q, keys: &[E
 /// The delivery metrics of the timelines over the days they span, as `tollgate replay --format json` computes them.
 pub fn metrics_json(timelines: &[ExecutionTimeline]) -> Value {
     let period = data_span(timelines);
-    let report = tollgate_domain::metrics::compute(timelines, &BTreeMap::new(), &period);
+    let report = tollgate_domain::measure::metrics::compute(timelines, &BTreeMap::new(), &period);
     serde_json::to_value(report).unwrap_or(Value::Null)
 }
 

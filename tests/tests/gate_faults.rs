@@ -17,15 +17,15 @@ use tollgate_aws::alarm_watches::DynamoDbAlarmWatches;
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::DynamoDbStore;
 use tollgate_domain::audit::MemoryAuditLog;
+use tollgate_domain::gate::policy::{AlarmFact, AlarmState, MinRequests};
 use tollgate_domain::gate::{
     AlarmStates, FactError, JobAnswer, JobContext, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
     MemoryPolicySource, MetricTotals,
 };
-use tollgate_domain::guard::MemoryAlarmWatches;
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::policy::{AlarmFact, AlarmState, MinRequests};
-use tollgate_domain::ports::EventRecorder;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::EventRecorder;
+use tollgate_domain::rollback::guard::MemoryAlarmWatches;
 use tollgate_integration_tests::driver::sdk_config;
 use tollgate_integration_tests::fault::{FaultConfig, FaultProxy};
 use tollgate_integration_tests::{local_clients, unique_prefix, workspace};
@@ -145,7 +145,7 @@ fn job_event(job_id: &str) -> Value {
         "artifactCredentials": {"accessKeyId": "ASIA-TEST", "secretAccessKey": "test-secret", "sessionToken": "test"}}}})
 }
 
-fn staging_event(seed: u64, at: DateTime<Utc>) -> tollgate_domain::event::DeliveryEvent {
+fn staging_event(seed: u64, at: DateTime<Utc>) -> tollgate_domain::record::event::DeliveryEvent {
     let body = json!({
         "version": "0", "id": format!("staging-{seed}"), "detail-type": "CodePipeline Stage Execution State Change",
         "source": "aws.codepipeline", "account": "111122223333", "time": at.to_rfc3339(), "region": "eu-west-1",

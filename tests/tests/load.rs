@@ -8,8 +8,8 @@ use std::time::Duration;
 use tollgate::local::{self, Names};
 use tollgate::template::Template;
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
+use tollgate_domain::ingest::service::{FailureWait, Ingestor};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::service::{FailureWait, Ingestor};
 use tollgate_integration_tests::driver::CountingNotifier;
 use tollgate_integration_tests::load::{
     differences, drive, executions_listed, expected, sim_options, stored_counts, timelines_of, LoadOptions,

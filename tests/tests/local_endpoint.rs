@@ -9,14 +9,14 @@ use tollgate::demo::{self, DemoOptions};
 use tollgate::local::{self, DeliveryPlan, Names};
 use tollgate::template::Template;
 use tollgate_aws::DynamoDbStore;
-use tollgate_domain::event::DeliveryEvent;
-use tollgate_domain::keys::{ExecutionKey, Subject};
+use tollgate_domain::ingest::service::{Ingestor, MessageContext};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, TimelineQueries};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::service::{Ingestor, MessageContext};
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::record::event::DeliveryEvent;
+use tollgate_domain::record::keys::{ExecutionKey, Subject};
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{EventRecorder, TimelineQueries};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::ExecutionTimeline;
 use tollgate_integration_tests::{local_clients, unique_prefix, workspace};
 
 fn story() -> Vec<Value> {
@@ -144,7 +144,7 @@ async fn story_through_eventbridge_is_recorded_exactly_once_and_notified_once() 
     let restored_after = (fixed.ended_at.unwrap() - failed.ended_at.unwrap()).num_seconds();
     let title = restored.chat["content"]["title"].as_str().unwrap();
     assert!(
-        title.contains(&tollgate_domain::notify::human_duration(restored_after)),
+        title.contains(&tollgate_domain::tell::notify::human_duration(restored_after)),
         "{title} should say {restored_after}s"
     );
 

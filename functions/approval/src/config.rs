@@ -1,6 +1,6 @@
 //! Configuration, read once at cold start. A missing or unusable variable fails the init with its name.
 
-use tollgate_domain::chat::{parse_approvers, EndpointApprovers};
+use tollgate_domain::gate::approval::{parse_approvers, EndpointApprovers};
 
 /// The function's settings.
 #[derive(Debug, Clone)]

@@ -11,12 +11,12 @@ use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use tollgate_aws::chat_auth::{verify, SignatureError, SigningSecret};
-use tollgate_domain::chat::{
+use tollgate_domain::gate::approval::{
     handle_approval_request, handle_chat_command, parse_chat_body, AnnounceError, Announced, ChatError, ChatIdentities,
     ChatReply, ChatSettings, DecideError, DecisionPorts, ReplayGuard, RequestPorts, SIGNATURE_WINDOW_SECS,
 };
-use tollgate_domain::parse::{parse_inbound, Inbound};
-use tollgate_domain::ports::{EventRecorder, Rejected, StoreError};
+use tollgate_domain::record::parse::{parse_inbound, Inbound};
+use tollgate_domain::record::ports::{EventRecorder, Rejected, StoreError};
 
 /// A chat body larger than this is refused (chat platforms send a few KB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -10,7 +10,7 @@ use tollgate_aws::chat_auth::{load_signing_secret, DynamoDbChatIdentities, Dynam
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::manual_approvals::{CodePipelineApprovalResults, DynamoDbManualApprovals};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::chat::{ChatSettings, DecisionPorts, RequestPorts};
+use tollgate_domain::gate::approval::{ChatSettings, DecisionPorts, RequestPorts};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -14,11 +14,11 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Duration, Utc};
 use tollgate_aws::chat_auth::{DynamoDbChatIdentities, DynamoDbReplayGuard};
 use tollgate_aws::manual_approvals::DynamoDbManualApprovals;
-use tollgate_domain::chat::{
+use tollgate_domain::gate::approval::{
     ApprovalToken, ChatIdentities, ChatUser, Claim, LinkedIdentity, ManualApproval, ManualApprovals, ManualOutcome,
     ManualState, ReplayGuard,
 };
-use tollgate_domain::policy::ApprovalDecision;
+use tollgate_domain::gate::policy::ApprovalDecision;
 
 const ENDPOINT_VAR: &str = "TOLLGATE_TEST_ENDPOINT";
 

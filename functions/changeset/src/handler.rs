@@ -9,7 +9,7 @@
 //!    credentials, CreateChangeSet (CREATE if the stack does not exist, else UPDATE), then a continuation token.
 //! 4. Being created: a continuation token. Failed with "didn't contain changes": success, nothing to execute.
 //!    Failed otherwise: the job fails with CloudFormation's reason.
-//! 5. Created: every change is classified (`tollgate_domain::changeset`) and the policy applied. Execute: the change
+//! 5. Created: every change is classified (`tollgate_domain::rollback::changeset`) and the policy applied. Execute: the change
 //!    set is executed and a continuation token follows the stack. Approve: executed if an approval for this
 //!    execution's stage was recorded after the change set was created (`tollgate approve`), failed by a rejection,
 //!    else the job fails with the risk report and how to approve; a retry of the action then passes. Deny: the job
@@ -25,19 +25,19 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry};
-use tollgate_domain::changeset::{
-    change_set_console_url, change_set_name, is_no_changes, parse_parameters_file, parse_params, review,
-    stack_progress, ChangeSetDescription, ChangeSets, ChangesetParams, ChangesetToken, NewChangeSet, Phase, Review,
-    StackApiError, StackProgress, Template, Verdict,
-};
+use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::gate::{
     truncate_with_note, AnswerSent, ApprovalRecords, ArtifactCredentials, ArtifactLocation, FailureKind, JobAnswer,
     JobApiError, JobContext, PipelineJobs, PolicySource, MAX_EXECUTION_SUMMARY_CHARS, MAX_FAILURE_MESSAGE_CHARS,
 };
-use tollgate_domain::keys::PipelineKey;
-use tollgate_domain::notify::{Notification, NotificationKind, Severity};
-use tollgate_domain::policy::ApprovalDecision;
-use tollgate_domain::ports::Notifier;
+use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::record::ports::Notifier;
+use tollgate_domain::rollback::changeset::{
+    change_set_console_url, change_set_name, is_no_changes, parse_parameters_file, parse_params, review,
+    stack_progress, ChangeSetDescription, ChangeSets, ChangesetParams, ChangesetToken, NewChangeSet, Phase, Review,
+    StackApiError, StackProgress, Template, Verdict,
+};
+use tollgate_domain::tell::notify::{Notification, NotificationKind, Severity};
 
 use crate::job::{ChangesetJob, JobEventError};
 

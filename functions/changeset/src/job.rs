@@ -1,4 +1,4 @@
-//! The job event, as the changeset action needs it: what `tollgate_domain::parse` reads (id, UserParameters,
+//! The job event, as the changeset action needs it: what `tollgate_domain::record::parse` reads (id, UserParameters,
 //! continuation token) plus the input artifacts' locations and the job's artifact credentials.
 //!
 //! The artifacts and credentials are read by [`tollgate_domain::gate::job_artifacts`], as the gate reads them: the
@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use tollgate_domain::gate::{job_artifacts, ArtifactCredentials, ArtifactLocation};
-use tollgate_domain::parse::{parse_inbound, Inbound, ParseError, PipelineJob};
+use tollgate_domain::record::parse::{parse_inbound, Inbound, ParseError, PipelineJob};
 
 /// A CodePipeline job for the changeset action.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use tollgate_domain::gate::{
     JobAnswer, JobApiError, JobContext, PipelineJobs, PolicySource, PolicyText,
 };
 use tollgate_domain::memory::MemoryNotifier;
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
 
 struct Jobs {
     execution: String,

@@ -30,15 +30,15 @@ use serde_json::{json, Value};
 use tollgate_aws::changeset::CloudFormationChangeSets;
 use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
 use tollgate_domain::audit::{action, AuditLog, MemoryAuditLog};
-use tollgate_domain::changeset::{parse_describe_change_set, ChangeSetDescription};
+use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::gate::{
     ApprovalKey, ApprovalRecord, ApprovalRecords, ArtifactCredentials, ArtifactLocation, FactError, PolicySource,
     PolicyText,
 };
 use tollgate_domain::memory::MemoryNotifier;
-use tollgate_domain::notify::NotificationKind;
-use tollgate_domain::policy::ApprovalDecision;
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
+use tollgate_domain::rollback::changeset::{parse_describe_change_set, ChangeSetDescription};
+use tollgate_domain::tell::notify::NotificationKind;
 
 const JOB: &str = "3c9a5f0e-1b2d-4e6f-8a7b-9c0d1e2f3a4b";
 const EXECUTION: &str = "ed085d02-372a-4b03-ba8a-c1df62a84ced";

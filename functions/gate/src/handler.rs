@@ -26,6 +26,7 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
+use tollgate_domain::gate::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
 use tollgate_domain::gate::{
     answer_for, apply_override, claim_deployment_lease, freeze_scopes, gate_blocked_notification, gather_facts,
     register_alarm_watches, truncate_with_note, watched_alarms, with_ad_hoc_freezes, AlarmStates, AnswerSent,
@@ -33,10 +34,9 @@ use tollgate_domain::gate::{
     GateDecision, GateDecisions, JobAnswer, JobApiError, JobContext, LeaseResult, MetricTotals, PipelineJobs,
     PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
 };
-use tollgate_domain::guard::AlarmWatches;
-use tollgate_domain::keys::PipelineKey;
-use tollgate_domain::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
-use tollgate_domain::ports::{Notifier, TimelineQueries};
+use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::record::ports::{Notifier, TimelineQueries};
+use tollgate_domain::rollback::guard::AlarmWatches;
 
 use crate::job::{GateJob, JobEventError};
 

@@ -1,4 +1,4 @@
-//! The job event, as the gate needs it: what `tollgate_domain::parse` reads (id, UserParameters, continuation
+//! The job event, as the gate needs it: what `tollgate_domain::record::parse` reads (id, UserParameters, continuation
 //! token) plus the input artifacts' locations and the job's artifact credentials, which the domain parser leaves out
 //! on purpose.
 //!
@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 use tollgate_domain::gate::{job_artifacts, ArtifactCredentials, ArtifactLocation};
-use tollgate_domain::parse::{parse_inbound, Inbound, ParseError, PipelineJob};
+use tollgate_domain::record::parse::{parse_inbound, Inbound, ParseError, PipelineJob};
 
 /// A CodePipeline job for the gate.
 #[derive(Debug, Clone)]

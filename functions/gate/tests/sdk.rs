@@ -27,8 +27,8 @@ use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_domain::gate::{GateDecisions, MemoryGateStore, MemoryPolicySource, TaggedAlarms};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::EventRecorder;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::EventRecorder;
 
 const JOB: &str = "3c9a5f0e-1b2d-4e6f-8a7b-9c0d1e2f3a4b";
 const EXECUTION: &str = "ed085d02-372a-4b03-ba8a-c1df62a84ced";
@@ -213,7 +213,7 @@ async fn run_with_tagging(
     let approvals = MemoryGateStore::new();
     let notifier = MemoryNotifier::new();
     let audit = tollgate_domain::audit::MemoryAuditLog::default();
-    let watches = tollgate_domain::guard::MemoryAlarmWatches::new();
+    let watches = tollgate_domain::rollback::guard::MemoryAlarmWatches::new();
     let ports = Ports {
         jobs: &jobs,
         policies: &policies,

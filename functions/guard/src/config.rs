@@ -1,7 +1,7 @@
 //! Configuration, read once at cold start. A missing or unusable variable fails the init with its name.
 
 use chrono::Duration;
-use tollgate_domain::guard::{GuardPolicy, Mode};
+use tollgate_domain::rollback::guard::{GuardPolicy, Mode};
 
 /// The function's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

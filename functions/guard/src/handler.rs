@@ -1,6 +1,6 @@
 //! SQS batch of CloudWatch Alarm State Change events in, partial batch response out.
 //!
-//! Each message is parsed into an alarm signal and handed to `tollgate_domain::guard::handle_alarm` with the SQS
+//! Each message is parsed into an alarm signal and handed to `tollgate_domain::rollback::guard::handle_alarm` with the SQS
 //! message id as the claim token (a redelivery of the same message may finish what its first delivery started; a
 //! duplicate delivery may not while the first holds its lease). Only retryable failures (throttling, 5xx, a claim held
 //! by a concurrent delivery, a notification not yet published) go back to the queue, in `batchItemFailures`; after the
@@ -11,9 +11,9 @@
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tollgate_domain::guard::{handle_alarm, AlarmSignal, GuardError, GuardPolicy, GuardPorts, GuardReport};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, Rejected};
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{EventRecorder, Rejected};
+use tollgate_domain::rollback::guard::{handle_alarm, AlarmSignal, GuardError, GuardPolicy, GuardPorts, GuardReport};
 
 /// Where the guard can act: its own account and region (its clients' credentials).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,11 +152,11 @@ mod tests {
     use chrono::Duration;
     use serde_json::json;
     use tollgate_domain::audit::MemoryAuditLog;
-    use tollgate_domain::guard::{
+    use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
+    use tollgate_domain::record::ports::TimelineQueries;
+    use tollgate_domain::rollback::guard::{
         Candidate, MemoryActions, MemoryDiscovery, MemoryRollbackStore, RollbackAction, Target,
     };
-    use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-    use tollgate_domain::ports::TimelineQueries;
 
     use super::*;
 
@@ -289,7 +289,7 @@ mod tests {
         let world = World::new();
         world
             .actions
-            .answer_next(vec![Err(tollgate_domain::guard::GuardApiError::Transient(
+            .answer_next(vec![Err(tollgate_domain::rollback::guard::GuardApiError::Transient(
                 "Rate exceeded".into(),
             ))]);
         let batch = || -> SqsEvent { serde_json::from_str(SAMPLE).unwrap() };

@@ -7,7 +7,7 @@ use guard::handler::{handle_batch, Deps, Home};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tollgate_aws::rollback::{AwsRollbackActions, AwsTargetDiscovery, DynamoDbRollbackStore};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::guard::GuardPorts;
+use tollgate_domain::rollback::guard::GuardPorts;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -30,8 +30,8 @@ use guard::handler::{handle_batch, Deps, Home};
 use serde_json::json;
 use tollgate_aws::rollback::{AwsRollbackActions, AwsTargetDiscovery};
 use tollgate_domain::audit::{AuditLog, MemoryAuditLog};
-use tollgate_domain::guard::{GuardPolicy, GuardPorts, MemoryRollbackStore, RollbackOutcome};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
+use tollgate_domain::rollback::guard::{GuardPolicy, GuardPorts, MemoryRollbackStore, RollbackOutcome};
 
 const ACCOUNT: &str = "111122223333";
 const ALARM: &str = "checkout-service-5xx";

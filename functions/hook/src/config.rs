@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tollgate_domain::hook::{HookChecks, InsufficientData, Probe, ProbeUrl};
+use tollgate_domain::rollback::hook::{HookChecks, InsufficientData, Probe, ProbeUrl};
 
 /// The function's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tollgate_domain::hook::{HttpProbe, ProbeUrl};
+use tollgate_domain::rollback::hook::{HttpProbe, ProbeUrl};
 
 /// Bytes read before the status line must have ended.
 const MAX_HEAD_BYTES: usize = 8 * 1024;

@@ -24,8 +24,8 @@ use lambda_runtime::Diagnostic;
 use serde_json::json;
 use tollgate_aws::cloudwatch::CloudWatchAlarms;
 use tollgate_aws::codedeploy_hooks::{CodeDeployHookReporter, DynamoDbHookResults};
-use tollgate_domain::hook::{HookChecks, HookResult, HookStatus, InsufficientData};
 use tollgate_domain::memory::MemoryNotifier;
+use tollgate_domain::rollback::hook::{HookChecks, HookResult, HookStatus, InsufficientData};
 
 const DEPLOYMENT: &str = "d-9ZPLQX4KO";
 const HOOK: &str = "eyJlbmNyeXB0ZWREYXRhIjoiY2hlY2tvdXQtc2VydmljZS1ob29rLWV4YW1wbGUifQ==";

@@ -9,9 +9,9 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::Utc;
 use serde_json::json;
 use tokio::task::JoinSet;
-use tollgate_domain::event::EventKind;
-use tollgate_domain::ports::{EventRecorder, Notifier, TimelineQueries};
-use tollgate_domain::service::{Ingestor, MessageContext, Outcome, RetryableError};
+use tollgate_domain::ingest::service::{Ingestor, MessageContext, Outcome, RetryableError};
+use tollgate_domain::record::event::EventKind;
+use tollgate_domain::record::ports::{EventRecorder, Notifier, TimelineQueries};
 
 /// Counts of one batch, also written as a CloudWatch embedded-metric-format line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use ingest::config::Config;
 use ingest::handler::{emf_line, handle_batch};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::service::{FailureWait, Ingestor};
+use tollgate_domain::ingest::service::{FailureWait, Ingestor};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tollgate_domain::notify::Notification;
-use tollgate_domain::ports::{Mark, Notifier, NotifyError, StoreError};
+use tollgate_domain::record::ports::{Mark, Notifier, NotifyError, StoreError};
+use tollgate_domain::tell::notify::Notification;
 
 use crate::ports::DigestLog;
 
@@ -111,7 +111,7 @@ impl<L: DigestLog, N: Notifier> DigestPublisher for ClaimedDigest<L, N> {
 #[cfg(test)]
 mod tests {
     use tollgate_domain::memory::MemoryNotifier;
-    use tollgate_domain::notify::{NotificationKind, Severity};
+    use tollgate_domain::tell::notify::{NotificationKind, Severity};
 
     use super::*;
     use crate::ports::MemoryDigestLog;

@@ -3,7 +3,7 @@
 //! Tollgate's own automation in the `Tollgate/Automation` namespace, overall and by action family.
 
 use serde_json::{json, Map, Value};
-use tollgate_domain::metrics::{AutomationHealth, PipelineMetrics, UNASSIGNED_TEAM};
+use tollgate_domain::measure::metrics::{AutomationHealth, PipelineMetrics, UNASSIGNED_TEAM};
 
 pub const NAMESPACE: &str = "Tollgate/Delivery";
 

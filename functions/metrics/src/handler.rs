@@ -5,7 +5,7 @@
 //! before the period to its end are listed (the runs before the period let time to restore, MTBF and the production
 //! stage see what came before), their timelines loaded a bounded number at a time, the pipelines' configurations
 //! looked up once each; the audit trail of those pipelines and of the `global` scope is read from a day before the
-//! period on, with the gate decisions its `gate.decision` entries name; `tollgate_domain::metrics::compute_with_audit`
+//! period on, with the gate decisions its `gate.decision` entries name; `tollgate_domain::measure::metrics::compute_with_audit`
 //! does the rest. Everything that can fail happens before
 //! anything is emitted: the EMF lines are returned only by a run that succeeded, so a retried run does not write its
 //! metrics twice.
@@ -18,12 +18,12 @@ use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditEntry, GLOBAL_SCOPE};
 use tollgate_domain::gate::GateDecision;
-use tollgate_domain::keys::{ExecutionKey, PipelineKey};
-use tollgate_domain::metrics::{compute_with_audit, AutomationHealth, MetricsReport, Period, PipelineConfig};
-use tollgate_domain::notify::{weekly_digest, Notification};
-use tollgate_domain::ports::{StoreError, TimelineQueries};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::timeline::ExecutionTimeline;
+use tollgate_domain::measure::metrics::{compute_with_audit, AutomationHealth, MetricsReport, Period, PipelineConfig};
+use tollgate_domain::record::keys::{ExecutionKey, PipelineKey};
+use tollgate_domain::record::ports::{StoreError, TimelineQueries};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::ExecutionTimeline;
+use tollgate_domain::tell::notify::{weekly_digest, Notification};
 
 use crate::digest::{DigestError, DigestOutcome, DigestPublisher};
 use crate::emf;

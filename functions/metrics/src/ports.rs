@@ -1,4 +1,4 @@
-//! The metrics function's own ports, beyond the domain's [`TimelineQueries`](tollgate_domain::ports::TimelineQueries):
+//! The metrics function's own ports, beyond the domain's [`TimelineQueries`](tollgate_domain::record::ports::TimelineQueries):
 //! where a pipeline's configuration comes from ([`PipelineConfigs`]) and where the markers of digests live
 //! ([`DigestLog`]), what the automation-health figures are read from ([`AutomationRecords`]), with their adapters over
 //! `tollgate-aws` and in memory.
@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use tollgate_aws::{CodePipelineTags, DynamoDbStore};
 use tollgate_domain::audit::{AuditEntry, AuditLog};
 use tollgate_domain::gate::{GateDecision, GateDecisions};
-use tollgate_domain::keys::PipelineKey;
-use tollgate_domain::metrics::PipelineConfig;
-use tollgate_domain::ports::{claim_prefix_at, Mark, StoreError};
+use tollgate_domain::measure::metrics::PipelineConfig;
+use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::record::ports::{claim_prefix_at, Mark, StoreError};
 
 /// A pipeline's configuration could not be looked up, for a reason worth retrying the run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

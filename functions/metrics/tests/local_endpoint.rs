@@ -22,8 +22,8 @@ use serde_json::Value;
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::{CodePipelineTags, DynamoDbStore, SnsNotifier};
 use tollgate_domain::audit::{AuditLog, NewAuditEntry};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::EventRecorder;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::EventRecorder;
 
 const STORY: &str = include_str!("../../../events/story/failed-deploy-and-fix.json");
 

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::Client;
+use tollgate_domain::gate::policy::MAX_POLICY_BYTES;
 use tollgate_domain::gate::{ArtifactCredentials, ArtifactLocation, FactError, PolicySource, PolicyText};
-use tollgate_domain::policy::MAX_POLICY_BYTES;
 
 /// Artifacts larger than this are not downloaded: a policy lives in a source artifact, not a build output of gigabytes.
 pub const MAX_ARTIFACT_BYTES: u64 = 50 * 1024 * 1024;

@@ -1,6 +1,6 @@
 //! [`CloudFormationChangeSets`]: the changeset action's side of CloudFormation (DescribeStacks, CreateChangeSet,
 //! DescribeChangeSet paged with NextToken, ExecuteChangeSet, DescribeStackEvents), translating the SDK's types into
-//! `tollgate_domain::changeset` values and its errors into transient (a later invocation may succeed) or refused.
+//! `tollgate_domain::rollback::changeset` values and its errors into transient (a later invocation may succeed) or refused.
 
 use async_trait::async_trait;
 use aws_sdk_cloudformation::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -10,7 +10,7 @@ use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetError
 use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Parameter};
 use aws_sdk_cloudformation::Client;
 use chrono::{DateTime, Utc};
-use tollgate_domain::changeset::{
+use tollgate_domain::rollback::changeset::{
     ChangeAction, ChangeDetail, ChangeSetDescription, ChangeSets, NewChangeSet, Replacement, ResourceChange,
     StackApiError, StackState,
 };

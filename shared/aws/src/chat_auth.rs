@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use tollgate_domain::chat::{ChatIdentities, ChatUser, LinkedIdentity, ReplayGuard, SIGNATURE_WINDOW_SECS};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::gate::approval::{ChatIdentities, ChatUser, LinkedIdentity, ReplayGuard, SIGNATURE_WINDOW_SECS};
+use tollgate_domain::record::ports::StoreError;
 
 type HmacSha256 = Hmac<Sha256>;
 type Item = HashMap<String, AttributeValue>;

@@ -11,8 +11,8 @@ use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::types::{AlarmType, Dimension, Metric, MetricDataQuery, MetricStat, StateValue, StatusCode};
 use aws_sdk_cloudwatch::Client;
 use chrono::{DateTime, Utc};
+use tollgate_domain::gate::policy::{AlarmFact, AlarmState, MinRequests};
 use tollgate_domain::gate::{AlarmStates, FactError, MetricTotals};
-use tollgate_domain::policy::{AlarmFact, AlarmState, MinRequests};
 
 /// DescribeAlarms takes at most 100 names per request.
 const NAMES_PER_REQUEST: usize = 100;
@@ -242,7 +242,7 @@ mod tests {
     use aws_sdk_cloudwatch::types::{CompositeAlarm, MetricAlarm, MetricDataResult};
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use aws_smithy_types::error::ErrorMetadata;
-    use tollgate_domain::policy::Statistic;
+    use tollgate_domain::gate::policy::Statistic;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

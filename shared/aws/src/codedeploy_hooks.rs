@@ -15,10 +15,10 @@ use aws_sdk_codedeploy::types::LifecycleEventStatus;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::Duration;
-use tollgate_domain::hook::{
+use tollgate_domain::record::ports::StoreError;
+use tollgate_domain::rollback::hook::{
     HookInvocation, HookReportError, HookResult, HookResults, HookStatus, HookStatusReporter, HookWrite, Reported,
 };
-use tollgate_domain::ports::StoreError;
 
 /// The CodeDeploy adapter of [`HookStatusReporter`].
 #[derive(Debug, Clone)]

@@ -19,12 +19,12 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, NaiveDate, Utc};
-use tollgate_domain::event::DeliveryEvent;
-use tollgate_domain::keys::{
+use tollgate_domain::record::event::DeliveryEvent;
+use tollgate_domain::record::keys::{
     deployment_pk, execution_pk, pipeline_gsi_pk, rejected_pk, series_sk, BuildKey, DeploymentKey, ExecutionKey,
     Layout, PipelineKey, StackKey, Subject, AGGREGATE_SK,
 };
-use tollgate_domain::ports::{
+use tollgate_domain::record::ports::{
     claim_prefix_at, EventRecorder, ExecutionSummary, Mark, Recorded, Rejected, StoreError, TimelineQueries,
 };
 

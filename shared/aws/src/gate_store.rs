@@ -24,14 +24,14 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
+use tollgate_domain::gate::policy::{ApprovalDecision, FreezeBound};
 use tollgate_domain::gate::{
     approval_pk, freeze_pk, holder_id, lease_pk, outcome_word, override_pk, ApprovalKey, ApprovalRecord,
     ApprovalRecords, DecisionWrite, DeploymentLease, DeploymentLeases, FreezeRecord, GateControls, GateDecision,
     GateDecisions, LeaseClaim, OverrideRecord,
 };
-use tollgate_domain::keys::ExecutionKey;
-use tollgate_domain::policy::{ApprovalDecision, FreezeBound};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::keys::ExecutionKey;
+use tollgate_domain::record::ports::StoreError;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -603,8 +603,8 @@ mod tests {
     use aws_sdk_dynamodb::operation::query::QueryOutput;
     use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use tollgate_domain::gate::policy::Outcome;
     use tollgate_domain::gate::{FailureKind, JobAnswer};
-    use tollgate_domain::policy::Outcome;
 
     fn decision() -> GateDecision {
         let at = DateTime::parse_from_rfc3339("2026-11-20T14:28:00Z")
@@ -1034,7 +1034,7 @@ mod tests {
             .await
             .expect("CreateTable");
 
-        let policy = tollgate_domain::policy::parse_policy(
+        let policy = tollgate_domain::gate::policy::parse_policy(
             "p.yaml",
             "version: 1\nname: p\nmax_wait: 1h\nconcurrency:\n  environment: production\n  wave: 1\n",
         )
@@ -1053,7 +1053,7 @@ mod tests {
             .with_timezone(&Utc);
         // Many rounds, each with a fresh environment, each gate with its own client: exactly one winner every time.
         for round in 0..10 {
-            let policy = tollgate_domain::policy::parse_policy(
+            let policy = tollgate_domain::gate::policy::parse_policy(
                 "p.yaml",
                 &format!("version: 1\nname: p\nmax_wait: 1h\nconcurrency:\n  environment: prod-{round}\n"),
             )

@@ -15,12 +15,12 @@ use aws_sdk_codepipeline::operation::put_approval_result::PutApprovalResultError
 use aws_sdk_codepipeline::types::{ApprovalResult, ApprovalStatus};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, SecondsFormat, Utc};
-use tollgate_domain::chat::{
+use tollgate_domain::gate::approval::{
     manual_pk, ApprovalResultError, ApprovalResultRequest, ApprovalResults, ApprovalToken, Claim, ManualApproval,
     ManualApprovals, ManualOutcome,
 };
-use tollgate_domain::policy::ApprovalDecision;
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::gate::policy::ApprovalDecision;
+use tollgate_domain::record::ports::StoreError;
 
 use crate::chat_auth::store_error;
 

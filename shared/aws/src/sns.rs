@@ -9,8 +9,8 @@ use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 use serde_json::json;
-use tollgate_domain::notify::Notification;
-use tollgate_domain::ports::{Notifier, NotifyError};
+use tollgate_domain::record::ports::{Notifier, NotifyError};
+use tollgate_domain::tell::notify::Notification;
 
 /// The SNS adapter of [`Notifier`].
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use aws_sdk_sns::operation::publish::PublishOutput;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
-    use tollgate_domain::notify::{NotificationKind, Severity};
+    use tollgate_domain::tell::notify::{NotificationKind, Severity};
 
     fn notification(pipeline: Option<&str>) -> Notification {
         Notification {

@@ -9,7 +9,7 @@
 
 use aws_sdk_codepipeline::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_codepipeline::Client;
-use tollgate_domain::metrics::PipelineConfig;
+use tollgate_domain::measure::metrics::PipelineConfig;
 
 /// The tag that names a pipeline's team unless configured otherwise (`TOLLGATE_TEAM_TAG`).
 pub const DEFAULT_TEAM_TAG: &str = "team";

@@ -19,12 +19,12 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tollgate_aws::DynamoDbStore;
-use tollgate_domain::event::{DeliveryEvent, EventBody};
-use tollgate_domain::keys::{PipelineKey, StackKey, Subject};
 use tollgate_domain::memory::MemoryStore;
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, Mark, Rejected, StoreError, TimelineQueries};
-use tollgate_domain::query::execution_timeline;
+use tollgate_domain::record::event::{DeliveryEvent, EventBody};
+use tollgate_domain::record::keys::{PipelineKey, StackKey, Subject};
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{EventRecorder, Mark, Rejected, StoreError, TimelineQueries};
+use tollgate_domain::record::query::execution_timeline;
 
 const ENDPOINT_VAR: &str = "TOLLGATE_TEST_ENDPOINT";
 

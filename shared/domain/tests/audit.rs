@@ -13,8 +13,8 @@ use tollgate_domain::audit::{
     action, append_chained, check, pipeline_scope, verify, AppendOutcome, AppendRetry, AuditBreak, AuditEntry,
     AuditHead, AuditLog, MemoryAuditLog, NewAuditEntry, GENESIS,
 };
-use tollgate_domain::keys::PipelineKey;
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::record::ports::StoreError;
 
 fn scope() -> String {
     pipeline_scope(&PipelineKey {

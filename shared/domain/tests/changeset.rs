@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tollgate_domain::changeset::{
+use tollgate_domain::rollback::changeset::{
     change_set_name, classify, is_no_changes, parse_describe_change_set, parse_parameters_file, parse_params, review,
     stack_progress, ChangeAction, ChangeSetDescription, ChangesetToken, Phase, Replacement, RiskClass, RiskPolicy,
     StackProgress, Template, Verdict,

@@ -5,12 +5,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tollgate_domain::audit::{verify, AuditLog, MemoryAuditLog};
-use tollgate_domain::chat::*;
+use tollgate_domain::gate::approval::*;
+use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::gate::{ApprovalKey, ApprovalRecords, GateControls, GateDecision, GateDecisions, MemoryGateStore};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::parse::{parse_event, parse_inbound, ApprovalRequest, Inbound};
-use tollgate_domain::policy::ApprovalDecision;
-use tollgate_domain::ports::EventRecorder;
+use tollgate_domain::record::parse::{parse_event, parse_inbound, ApprovalRequest, Inbound};
+use tollgate_domain::record::ports::EventRecorder;
 
 const EXECUTION: &str = "b7f3c2a1-5d4e-4f6a-9b8c-7d6e5f4a3b2c";
 const ALICE: &str = "arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice";

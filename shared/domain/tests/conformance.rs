@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use tollgate_domain::event::{EventBody, EventKind};
-use tollgate_domain::parse::{parse_inbound, Inbound, ParseError};
+use tollgate_domain::record::event::{EventBody, EventKind};
+use tollgate_domain::record::parse::{parse_inbound, Inbound, ParseError};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
+use tollgate_domain::ingest::service::{FailureWait, Ingestor, MessageContext, Outcome, RetryableError};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::notify::NotificationKind;
-use tollgate_domain::service::{FailureWait, Ingestor, MessageContext, Outcome, RetryableError};
+use tollgate_domain::tell::notify::NotificationKind;
 
 fn event(detail_type: &str, time: &str, detail: Value) -> String {
     json!({"source": "aws.codepipeline", "detail-type": detail_type, "account": "111122223333",

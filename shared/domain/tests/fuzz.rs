@@ -32,11 +32,11 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tollgate_domain::parse::{parse_event, parse_inbound, Inbound, ParseError, MAX_INPUT_BYTES};
-use tollgate_domain::policy::{
+use tollgate_domain::gate::policy::{
     parse_policy, parse_user_parameters, validate_file, Policy, PolicyError, PolicyErrorKind, MAX_POLICY_BYTES,
     OVERRIDE_PATHS,
 };
+use tollgate_domain::record::parse::{parse_event, parse_inbound, Inbound, ParseError, MAX_INPUT_BYTES};
 
 use corpus::*;
 

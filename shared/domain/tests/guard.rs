@@ -3,13 +3,13 @@
 
 use chrono::{DateTime, Duration, Utc};
 use tollgate_domain::audit::{AuditLog, MemoryAuditLog};
-use tollgate_domain::guard::{
+use tollgate_domain::memory::MemoryNotifier;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::rollback::guard::{
     action, decide, handle_alarm, rollback_stats, ActOutcome, AlarmSignal, Candidate, Decision, GuardApiError,
     GuardError, GuardPolicy, GuardPorts, MemoryActions, MemoryDiscovery, MemoryRollbackStore, Mode, RollbackAction,
     RollbackOutcome, RollbackStore, Target,
 };
-use tollgate_domain::memory::MemoryNotifier;
-use tollgate_domain::parse::parse_event;
 
 const ACCOUNT: &str = "111122223333";
 const REGION: &str = "eu-west-1";

@@ -2,11 +2,11 @@
 
 use chrono::{TimeZone, Utc};
 use serde_json::json;
-use tollgate_domain::hook::{
+use tollgate_domain::gate::policy::{AlarmFact, AlarmState};
+use tollgate_domain::rollback::hook::{
     judge_alarms, verdict, CheckOutcome, HookInvocation, HookResult, HookResults, HookStatus, HookWrite,
     InsufficientData, MemoryHookResults, ProbeUrl,
 };
-use tollgate_domain::policy::{AlarmFact, AlarmState};
 
 fn fact(name: &str, state: AlarmState) -> AlarmFact {
     AlarmFact {

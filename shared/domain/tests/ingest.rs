@@ -10,13 +10,13 @@ use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
-use tollgate_domain::event::{EventBody, EventKind};
+use tollgate_domain::ingest::service::{Ingestor, Outcome, RetryableError};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::notify::{human_duration, Notification, NotificationKind, Severity};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, Mark, Notifier, StoreError, TimelineQueries};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::service::{Ingestor, Outcome, RetryableError};
+use tollgate_domain::record::event::{EventBody, EventKind};
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{EventRecorder, Mark, Notifier, StoreError, TimelineQueries};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::tell::notify::{human_duration, Notification, NotificationKind, Severity};
 
 /// Feeds `bodies` in order; every message must be recorded.
 async fn feed<S, N>(ingestor: &Ingestor<S, N>, bodies: &[String], prefix: &str) -> Vec<Outcome>
@@ -847,9 +847,10 @@ async fn a_failing_mark_sent_is_tried_again_at_once_so_the_notification_is_never
 
     // A mark that never lands fails the delivery after FINISH_ATTEMPTS tries, leaving the claim to its lease.
     let next = stage_failed + 1;
-    store
-        .failing_finishes
-        .store(tollgate_domain::service::FINISH_ATTEMPTS as usize, Ordering::SeqCst);
+    store.failing_finishes.store(
+        tollgate_domain::ingest::service::FINISH_ATTEMPTS as usize,
+        Ordering::SeqCst,
+    );
     let before = store.finishes();
     let story_left: Vec<_> = bodies[next..].to_vec();
     let mut failed = false;
@@ -863,6 +864,6 @@ async fn a_failing_mark_sent_is_tried_again_at_once_so_the_notification_is_never
     assert!(failed, "some later notification met the failing marks");
     assert_eq!(
         store.finishes() - before,
-        tollgate_domain::service::FINISH_ATTEMPTS as usize
+        tollgate_domain::ingest::service::FINISH_ATTEMPTS as usize
     );
 }

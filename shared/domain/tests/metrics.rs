@@ -9,15 +9,17 @@ use chrono::{DateTime, Duration, Utc};
 use common::*;
 use serde_json::Value;
 use tollgate_domain::audit::{AuditEntry, GENESIS};
-use tollgate_domain::event::{SourceRevision, Trigger};
+use tollgate_domain::gate::policy::{CheckKind, CheckResult, CheckStatus, Outcome};
 use tollgate_domain::gate::{FailureKind, GateDecision, JobAnswer, JobContext};
-use tollgate_domain::metrics::{
+use tollgate_domain::measure::metrics::{
     compute, compute_with_audit, Band, Bands, FamilyHealth, LatencyStats, LeadTimeStats, MetricsReport, Period,
     PipelineConfig, PipelineMetrics, TimeToRestoreStats,
 };
-use tollgate_domain::policy::{CheckKind, CheckResult, CheckStatus, Outcome};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::timeline::{ActionTimeline, BuildTimeline, DeploymentTimeline, ExecutionTimeline, StageTimeline};
+use tollgate_domain::record::event::{SourceRevision, Trigger};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::{
+    ActionTimeline, BuildTimeline, DeploymentTimeline, ExecutionTimeline, StageTimeline,
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Builder

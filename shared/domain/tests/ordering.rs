@@ -18,14 +18,16 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tollgate_domain::event::DeliveryEvent;
-use tollgate_domain::keys::{ExecutionKey, Subject};
-use tollgate_domain::notify::{human_duration, Notification, NotificationKind};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, Mark};
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::service::Outcome;
-use tollgate_domain::timeline::{fold_build, fold_deployment, BuildTimeline, DeploymentTimeline, ExecutionTimeline};
+use tollgate_domain::ingest::service::Outcome;
+use tollgate_domain::record::event::DeliveryEvent;
+use tollgate_domain::record::keys::{ExecutionKey, Subject};
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{EventRecorder, Mark};
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::{
+    fold_build, fold_deployment, BuildTimeline, DeploymentTimeline, ExecutionTimeline,
+};
+use tollgate_domain::tell::notify::{human_duration, Notification, NotificationKind};
 
 /// What one delivery sequence produced.
 #[derive(Debug)]
@@ -628,7 +630,7 @@ fn check_in_order_against_the_generator(run: &Run, expected: &[Expected]) -> Res
     for e in expected {
         let key = gen_key(&e.execution_id);
         let t = &run.timelines[&key];
-        let record = tollgate_domain::keys::execution_pk(&key);
+        let record = tollgate_domain::record::keys::execution_pk(&key);
         prop_assert_eq!(t.state.as_str(), if e.failed { "FAILED" } else { "SUCCEEDED" });
         prop_assert_eq!(t.started_at, Some(e.started_at));
         prop_assert_eq!(t.ended_at, Some(e.ended_at));

@@ -5,8 +5,8 @@
 //! 02:00 to 03:00 (07:00 UTC); 2026-11-01 02:00 back to 01:00 (06:00 UTC).
 
 use chrono::{DateTime, Utc};
-use tollgate_domain::policy::window::{freeze_span, is_open, next_closing, next_opening};
-use tollgate_domain::policy::*;
+use tollgate_domain::gate::policy::window::{freeze_span, is_open, next_closing, next_opening};
+use tollgate_domain::gate::policy::*;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -2,7 +2,7 @@
 //! combinations, the max_wait rules and the explanation engineers read.
 
 use chrono::{DateTime, Duration, Utc};
-use tollgate_domain::policy::*;
+use tollgate_domain::gate::policy::*;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tollgate_domain::policy::*;
+use tollgate_domain::gate::policy::*;
 
 const PRODUCTION: &str = include_str!("../../../policies/production.yaml");
 
@@ -704,21 +704,21 @@ freezes:
 approval:
   approvers: [arn:aws:iam::111122223333:role/Release*, "arn:aws:sts::111122223333:assumed-role/Ops/*"]
 "#;
-    let policy = tollgate_domain::policy::parse_policy("stars.yaml", text).expect("valid");
+    let policy = tollgate_domain::gate::policy::parse_policy("stars.yaml", text).expect("valid");
     assert_eq!(policy.name, "text-with-stars");
-    let err = tollgate_domain::policy::parse_policy("alias.yaml", "version: 1\nname: &n x\nmax_wait: 1h\n")
+    let err = tollgate_domain::gate::policy::parse_policy("alias.yaml", "version: 1\nname: &n x\nmax_wait: 1h\n")
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("alias.yaml:2:7: YAML anchors are not allowed"), "{err}");
     // Fail closed: a word starting with `*` is refused even in quotes, and so is a lone CR line break.
-    let quoted = tollgate_domain::policy::parse_policy("q.yaml", "version: 1\nname: \"a *b\"\nmax_wait: 1h\n")
+    let quoted = tollgate_domain::gate::policy::parse_policy("q.yaml", "version: 1\nname: \"a *b\"\nmax_wait: 1h\n")
         .unwrap_err()
         .to_string();
     assert!(
         quoted.starts_with("q.yaml:2:10: YAML aliases are not allowed"),
         "{quoted}"
     );
-    let cr = tollgate_domain::policy::parse_policy("cr.yaml", "version: 1 # c\rname: x\nmax_wait: 1h\n")
+    let cr = tollgate_domain::gate::policy::parse_policy("cr.yaml", "version: 1 # c\rname: x\nmax_wait: 1h\n")
         .unwrap_err()
         .to_string();
     assert!(cr.starts_with("cr.yaml:1:15: line break U+000D"), "{cr}");

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::*;
-use tollgate_domain::event::*;
-use tollgate_domain::keys::ExecutionKey;
 use tollgate_domain::memory::MemoryStore;
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::EventRecorder;
-use tollgate_domain::query::execution_timeline;
-use tollgate_domain::timeline::{
+use tollgate_domain::record::event::*;
+use tollgate_domain::record::keys::ExecutionKey;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::EventRecorder;
+use tollgate_domain::record::query::execution_timeline;
+use tollgate_domain::record::timeline::{
     fold_build, fold_deployment, BuildTimeline, DeploymentTimeline, ExecutionTimeline, StageTimeline,
 };
 
@@ -745,7 +745,7 @@ fn story_source_revisions_are_the_commits_of_each_execution() {
         let k = exec_key(id);
         let mine: Vec<DeliveryEvent> = events
             .iter()
-            .filter(|e| matches!(e.subject(), tollgate_domain::keys::Subject::Execution(x) if x == k))
+            .filter(|e| matches!(e.subject(), tollgate_domain::record::keys::Subject::Execution(x) if x == k))
             .cloned()
             .collect();
         ExecutionTimeline::fold(&k, &mine)
@@ -827,7 +827,9 @@ async fn a_build_with_another_id_is_not_linked() {
         .filter(|(_, e)| match &e.body {
             EventBody::BuildState(b) => b.build_id.contains("5095b173"),
             EventBody::BuildPhase(b) => b.build_id.contains("5095b173"),
-            _ => matches!(e.subject(), tollgate_domain::keys::Subject::Execution(k) if k.execution_id == EXEC_A),
+            _ => {
+                matches!(e.subject(), tollgate_domain::record::keys::Subject::Execution(k) if k.execution_id == EXEC_A)
+            }
         })
         .map(|(b, _)| b)
         .collect();

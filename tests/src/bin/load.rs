@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tollgate::local::{self, Clients, Names};
 use tollgate::template::Template;
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
+use tollgate_domain::ingest::service::{FailureWait, Ingestor};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::service::{FailureWait, Ingestor};
 use tollgate_integration_tests::driver::{sdk_config, CountingNotifier};
 use tollgate_integration_tests::load::{
     approvals_overtaken, differences, drive, executions_listed, expected, peak_rss_kib, sim_options, stored_counts,

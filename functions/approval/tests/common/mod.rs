@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tollgate_aws::chat_auth::{sign, SigningSecret};
 use tollgate_domain::audit::{AuditLog, MemoryAuditLog};
-use tollgate_domain::chat::{
+use tollgate_domain::gate::approval::{
     parse_approvers, ApprovalResults, ChatIdentities, ChatSettings, ChatUser, DecisionPorts, LinkedIdentity,
     MemoryChatStore, RequestPorts,
 };
 use tollgate_domain::gate::MemoryGateStore;
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::EventRecorder;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::EventRecorder;
 
 pub const EXECUTION: &str = "b7f3c2a1-5d4e-4f6a-9b8c-7d6e5f4a3b2c";
 pub const ALICE: &str = "arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice";

@@ -6,16 +6,16 @@ use tollgate_domain::audit::AuditLog;
 use async_trait::async_trait;
 use chrono::Duration;
 use serde_json::json;
+use tollgate_domain::gate::policy::{AlarmFact, AlarmState, ApprovalDecision, FreezeBound};
 use tollgate_domain::gate::{
     ApprovalKey, ApprovalRecord, FreezeRecord, MemoryAlarmTags, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
     MemoryPolicySource, OverrideRecord, TaggedAlarms, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
 };
-use tollgate_domain::guard::{MemoryAlarmWatches, WatchedStage, ALARM_WATCH_DAYS};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::notify::NotificationKind;
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::policy::{AlarmFact, AlarmState, ApprovalDecision, FreezeBound};
-use tollgate_domain::ports::{EventRecorder, StoreError};
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{EventRecorder, StoreError};
+use tollgate_domain::rollback::guard::{MemoryAlarmWatches, WatchedStage, ALARM_WATCH_DAYS};
+use tollgate_domain::tell::notify::NotificationKind;
 
 use super::*;
 

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use chrono::TimeZone;
 use serde_json::json;
 use tollgate_domain::audit::MemoryAuditLog;
+use tollgate_domain::gate::policy::{AlarmFact, AlarmState};
 use tollgate_domain::gate::FactError;
-use tollgate_domain::hook::{HookStatus, InsufficientData, MemoryHookResults, Probe, ProbeUrl};
 use tollgate_domain::memory::MemoryNotifier;
-use tollgate_domain::policy::{AlarmFact, AlarmState};
+use tollgate_domain::rollback::hook::{HookStatus, InsufficientData, MemoryHookResults, Probe, ProbeUrl};
 
 use super::*;
 

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use tollgate_domain::event::DeliveryEvent;
-use tollgate_domain::keys::{BuildKey, DeploymentKey, StackKey};
+use tollgate_domain::ingest::service::{Ingestor, MessageContext};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::notify::{NotificationKind, Severity};
-use tollgate_domain::ports::{ExecutionSummary, Rejected};
-use tollgate_domain::service::{Ingestor, MessageContext};
+use tollgate_domain::record::event::DeliveryEvent;
+use tollgate_domain::record::keys::{BuildKey, DeploymentKey, StackKey};
+use tollgate_domain::record::ports::{ExecutionSummary, Rejected};
+use tollgate_domain::tell::notify::{NotificationKind, Severity};
 
 use super::*;
 use crate::digest::ClaimedDigest;
@@ -353,7 +353,7 @@ async fn the_digest_is_published_on_monday_and_not_on_tuesday() {
     }
     assert_eq!(
         monday_digest.log.marker(&n.key),
-        Some(tollgate_domain::ports::Mark::Sent)
+        Some(tollgate_domain::record::ports::Mark::Sent)
     );
 
     // Another weekday when configured so.
@@ -687,8 +687,8 @@ async fn a_run_with_nothing_recorded_writes_no_metric_and_says_so_in_the_digest(
 /// override and approval; and, in another pipeline's scope that has no execution, an entry the run never reads.
 async fn story_audit() -> MemoryAutomation {
     use tollgate_domain::audit::{AuditLog, NewAuditEntry};
+    use tollgate_domain::gate::policy::{CheckKind, CheckResult, CheckStatus, Outcome};
     use tollgate_domain::gate::GateDecisions;
-    use tollgate_domain::policy::{CheckKind, CheckResult, CheckStatus, Outcome};
 
     let automation = no_audit();
     let scope = "pipeline:111122223333/eu-west-1/checkout-service";

@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use tollgate_domain::audit::{AppendOutcome, AuditEntry, AuditHead, AuditLog};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
 
 use super::error::store_error;
 use super::item::{s, Item};

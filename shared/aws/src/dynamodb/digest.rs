@@ -9,8 +9,8 @@
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
-use tollgate_domain::keys::AGGREGATE_SK;
-use tollgate_domain::ports::{claim_prefix_at, Mark, StoreError};
+use tollgate_domain::record::keys::AGGREGATE_SK;
+use tollgate_domain::record::ports::{claim_prefix_at, Mark, StoreError};
 
 use super::error::store_error;
 use super::item::{self, s, Item};

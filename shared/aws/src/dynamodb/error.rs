@@ -2,7 +2,7 @@
 //! is delivered again), permanent when the request itself cannot (the message is kept as rejected).
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
 
 /// Error codes worth another attempt whatever their HTTP status.
 const TRANSIENT_CODES: &[&str] = &[

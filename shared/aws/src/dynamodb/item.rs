@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
-use tollgate_domain::event::{DeliveryEvent, EventBody};
-use tollgate_domain::keys::{pipeline_gsi_pk, ExecutionKey, Subject};
-use tollgate_domain::ports::{ExecutionSummary, Mark, Rejected, StoreError};
-use tollgate_domain::timeline::is_terminal;
+use tollgate_domain::record::event::{DeliveryEvent, EventBody};
+use tollgate_domain::record::keys::{pipeline_gsi_pk, ExecutionKey, Subject};
+use tollgate_domain::record::ports::{ExecutionSummary, Mark, Rejected, StoreError};
+use tollgate_domain::record::timeline::is_terminal;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 

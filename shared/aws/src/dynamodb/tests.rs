@@ -12,9 +12,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use aws_sdk_dynamodb::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use serde_json::{json, Value};
-use tollgate_domain::event::DeliveryEvent;
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{EventRecorder, Mark, Rejected, StoreError};
+use tollgate_domain::record::event::DeliveryEvent;
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{EventRecorder, Mark, Rejected, StoreError};
 
 use super::*;
 
@@ -350,16 +350,18 @@ async fn deployment_status_index_is_set_by_terminal_states_and_filled_in_by_othe
     let events = story();
     let deployments: Vec<&DeliveryEvent> = events
         .iter()
-        .filter(|e| matches!(e.body, tollgate_domain::event::EventBody::DeploymentState(_)))
+        .filter(|e| matches!(e.body, tollgate_domain::record::event::EventBody::DeploymentState(_)))
         .collect();
     let failure = deployments
         .iter()
-        .find(|e| matches!(&e.body, tollgate_domain::event::EventBody::DeploymentState(d) if d.state == "FAILURE"))
+        .find(|e| matches!(&e.body, tollgate_domain::record::event::EventBody::DeploymentState(d) if d.state == "FAILURE"))
         .copied()
         .expect("the story has a failed deployment");
     let start = deployments
         .iter()
-        .find(|e| matches!(&e.body, tollgate_domain::event::EventBody::DeploymentState(d) if d.state == "START"))
+        .find(
+            |e| matches!(&e.body, tollgate_domain::record::event::EventBody::DeploymentState(d) if d.state == "START"),
+        )
         .copied()
         .expect("the story has a started deployment");
     for (event, status, conditional) in [(failure, "DEPLOY#FAILURE", false), (start, "DEPLOY#IN_PROGRESS", true)] {

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_codepipeline::types::{ExecutionType, PipelineExecutionFilter, SucceededInStageFilter};
-use tollgate_domain::guard::{ActOutcome, GuardApiError, RollbackAction, RollbackActions};
+use tollgate_domain::rollback::guard::{ActOutcome, GuardApiError, RollbackAction, RollbackActions};
 
 use super::{classify, CallError};
 

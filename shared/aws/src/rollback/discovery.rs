@@ -18,10 +18,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 use chrono::{DateTime, Duration, Utc};
-use tollgate_domain::guard::{
+use tollgate_domain::record::ports::StoreError;
+use tollgate_domain::rollback::guard::{
     AlarmSignal, AlarmWatches, Candidate, GuardApiError, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX,
 };
-use tollgate_domain::ports::StoreError;
 
 use super::{classify, CallError};
 use crate::alarm_watches::DynamoDbAlarmWatches;

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use tollgate_domain::guard::{Claim, RollbackOutcome, RollbackRecord, RollbackStore, Step};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
+use tollgate_domain::rollback::guard::{Claim, RollbackOutcome, RollbackRecord, RollbackStore, Step};
 
 use super::{classify, CallError};
 

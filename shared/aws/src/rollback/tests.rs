@@ -26,7 +26,7 @@ use aws_sdk_resourcegroupstagging::types::{ResourceTagMapping, Tag};
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use chrono::{DateTime, Duration, Utc};
-use tollgate_domain::guard::{
+use tollgate_domain::rollback::guard::{
     ActOutcome, AlarmSignal, Candidate, Claim, GuardApiError, RollbackAction, RollbackActions, RollbackOutcome,
     RollbackRecord, RollbackStore, Step, Target, TargetDiscovery,
 };

@@ -12,15 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::Value;
-use tollgate_domain::event::{DeliveryEvent, EventBody};
-use tollgate_domain::keys::{BuildKey, DeploymentKey, ExecutionKey, PipelineKey, StackKey};
+use tollgate_domain::ingest::service::{Ingestor, MessageContext};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::notify::Notification;
-use tollgate_domain::parse::parse_event;
-use tollgate_domain::ports::{
+use tollgate_domain::record::event::{DeliveryEvent, EventBody};
+use tollgate_domain::record::keys::{BuildKey, DeploymentKey, ExecutionKey, PipelineKey, StackKey};
+use tollgate_domain::record::parse::parse_event;
+use tollgate_domain::record::ports::{
     EventRecorder, ExecutionSummary, Mark, Notifier, NotifyError, Recorded, Rejected, StoreError, TimelineQueries,
 };
-use tollgate_domain::service::{Ingestor, MessageContext};
+use tollgate_domain::tell::notify::Notification;
 
 pub const STORY: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),

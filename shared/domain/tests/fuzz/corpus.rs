@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tollgate_domain::event::EventKind;
-use tollgate_domain::policy::OVERRIDE_PATHS;
+use tollgate_domain::gate::policy::OVERRIDE_PATHS;
+use tollgate_domain::record::event::EventKind;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use serde_json::{json, Value};
 use tollgate_domain::audit::{verify, AuditEntry, AuditHead, AuditLog, NewAuditEntry, GENESIS};
-use tollgate_domain::ports::StoreError;
+use tollgate_domain::record::ports::StoreError;
 
 use super::*;
 

@@ -18,7 +18,7 @@ pub const POLICY_VERSION: u32 = 1;
 /// Durations are capped so that arithmetic on instants can never overflow.
 const MAX_DURATION_SECS: i64 = 400 * 86_400;
 
-/// A gate policy. A value returned by [`crate::policy::parse_policy`] or [`Policy::with_overrides`] has been
+/// A gate policy. A value returned by [`crate::gate::policy::parse_policy`] or [`Policy::with_overrides`] has been
 /// validated: windows start before they end, freezes end after they begin, checks name what they check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

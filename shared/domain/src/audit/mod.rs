@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::keys::PipelineKey;
-use crate::ports::StoreError;
+use crate::record::keys::PipelineKey;
+use crate::record::ports::StoreError;
 
 /// `prev_hash` of the first entry of every scope.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -56,7 +56,7 @@ pub mod action {
     pub const APPROVAL_REFUSED: &str = "approval.refused";
     pub const OVERRIDE: &str = "override";
     pub const ROLLBACK: &str = "rollback";
-    /// The guard's automatic rollbacks (`tollgate_domain::guard`): the request made, a refusal, or notify only.
+    /// The guard's automatic rollbacks (`tollgate_domain::rollback::guard`): the request made, a refusal, or notify only.
     pub const ROLLBACK_STOP_DEPLOYMENT: &str = "rollback.stop_deployment";
     pub const ROLLBACK_STAGE: &str = "rollback.rollback_stage";
     pub const ROLLBACK_CANCEL_UPDATE_STACK: &str = "rollback.cancel_update_stack";

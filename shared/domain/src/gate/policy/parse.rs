@@ -355,7 +355,7 @@ pub(crate) fn clean_message(message: &str, segs: &[Seg]) -> String {
         out.replace_range(i..end, "expected a mapping");
     }
     // The other Rust words (`expected u32`, `as u128`, `field identifier`) in the format's.
-    let mut out = crate::parse::format_words(&out, "a mapping");
+    let mut out = crate::record::parse::format_words(&out, "a mapping");
     // serde_yaml prefixes the path of the node it was at: the error's path or one of its ancestors.
     for len in (1..=segs.len()).rev() {
         if let Some(prefix) = render_path(&segs[..len]) {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{DeliveryEvent, EventKind};
-use crate::keys::{Layout, Subject};
-use crate::notify::{
+use crate::record::event::{DeliveryEvent, EventKind};
+use crate::record::keys::{Layout, Subject};
+use crate::record::parse::{parse_event, ParseError};
+use crate::record::ports::{EventRecorder, Mark, Notifier, Recorded, Rejected, StoreError, TimelineQueries};
+use crate::record::query::link_runs;
+use crate::record::timeline::{is_failure, ExecutionTimeline};
+use crate::tell::notify::{
     deployment_notifications, execution_notifications, stack_notifications, Notification, NotificationKind,
 };
-use crate::parse::{parse_event, ParseError};
-use crate::ports::{EventRecorder, Mark, Notifier, Recorded, Rejected, StoreError, TimelineQueries};
-use crate::query::link_runs;
-use crate::timeline::{is_failure, ExecutionTimeline};
 
 /// How long a notification claim protects its holder. Far longer than a publish takes, and shorter than the ingest
 /// queue's visibility timeout, so the redelivery of a message whose publisher died finds the claim expired.
@@ -46,7 +46,7 @@ pub enum RetryableError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Notify(#[from] crate::ports::NotifyError),
+    Notify(#[from] crate::record::ports::NotifyError),
     #[error("notification {0} is being published by another delivery of this event; try again later")]
     InFlight(String),
     #[error("waiting for more events before notifying: {0}")]

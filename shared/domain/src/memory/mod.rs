@@ -9,10 +9,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::event::{DeliveryEvent, EventBody};
-use crate::keys::*;
-use crate::notify::Notification;
-use crate::ports::*;
+use crate::record::event::{DeliveryEvent, EventBody};
+use crate::record::keys::*;
+use crate::record::ports::*;
+use crate::tell::notify::Notification;
 
 #[derive(Default)]
 struct Aggregate {
@@ -147,7 +147,7 @@ impl EventRecorder for MemoryStore {
             let free = match markers.get(key) {
                 None => true,
                 Some(current) => {
-                    current.starts_with("claim@") && *current < crate::ports::claim_prefix_at(&stale_before)
+                    current.starts_with("claim@") && *current < crate::record::ports::claim_prefix_at(&stale_before)
                 }
             };
             if free {

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::DeliveryEvent;
-use crate::keys::{BuildKey, DeploymentKey, ExecutionKey, PipelineKey, StackKey};
-use crate::notify::Notification;
-use crate::timeline::{resolve_states, Resolved};
+use crate::record::event::DeliveryEvent;
+use crate::record::keys::{BuildKey, DeploymentKey, ExecutionKey, PipelineKey, StackKey};
+use crate::record::timeline::{resolve_states, Resolved};
+use crate::tell::notify::Notification;
 
 /// A store failure, split by what the caller should do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

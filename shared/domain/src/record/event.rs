@@ -2,15 +2,15 @@
 //!
 //! AWS's own documentation disagrees with itself about these events (`detail.version` is a number in some samples and
 //! the string "1" in others, CodeBuild writes times as "Sep 1, 2017 4:12:29 PM", CodeDeploy uses camelCase keys), so
-//! the raw shapes in [`crate::parse`] are lenient and this module holds what Tollgate keeps: the facts a timeline is
+//! the raw shapes in [`crate::record::parse`] are lenient and this module holds what Tollgate keeps: the facts a timeline is
 //! folded from. These values are also the stored form of an event, so every field added later must have a default.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{AlarmKey, BuildKey, DeploymentKey, ExecutionKey, StackKey, Subject};
+use crate::record::keys::{AlarmKey, BuildKey, DeploymentKey, ExecutionKey, StackKey, Subject};
 
-/// One delivery event, normalised. `id` is Tollgate's identity of the event (see [`crate::parse::event_identity`]).
+/// One delivery event, normalised. `id` is Tollgate's identity of the event (see [`crate::record::parse::event_identity`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryEvent {
     pub id: String,

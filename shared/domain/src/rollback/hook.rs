@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::notify::{Notification, NotificationKind, Severity};
-use crate::policy::{AlarmFact, AlarmState};
-use crate::ports::StoreError;
+use crate::gate::policy::{AlarmFact, AlarmState};
+use crate::record::ports::StoreError;
+use crate::tell::notify::{Notification, NotificationKind, Severity};
 
 /// What CodeDeploy invokes a hook with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::keys::{BuildKey, DeploymentKey, ExecutionKey};
-use crate::ports::{StoreError, TimelineQueries};
-use crate::timeline::{fold_build, fold_deployment, ExecutionTimeline, ExternalRun};
+use crate::record::keys::{BuildKey, DeploymentKey, ExecutionKey};
+use crate::record::ports::{StoreError, TimelineQueries};
+use crate::record::timeline::{fold_build, fold_deployment, ExecutionTimeline, ExternalRun};
 
 /// The timeline of one execution, with the builds and deployments its actions ran. `None` if nothing is recorded.
 pub async fn execution_timeline<Q: TimelineQueries + ?Sized>(

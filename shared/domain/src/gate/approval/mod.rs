@@ -21,13 +21,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{action, pipeline_scope, AuditLog, NewAuditEntry};
+use crate::gate::policy::{authorise_by_check, ApprovalCheck, ApprovalDecision, AuthorisedBy, CheckStatus, Groups};
 use crate::gate::{ApprovalKey, ApprovalRecord, ApprovalRecords, GateControls, GateDecisions, OverrideRecord};
-use crate::keys::{ExecutionKey, PipelineKey};
-use crate::notify::{Notification, NotificationKind, Severity};
-use crate::parse::ApprovalRequest;
-use crate::policy::{authorise_by_check, ApprovalCheck, ApprovalDecision, AuthorisedBy, CheckStatus, Groups};
-use crate::ports::{Notifier, NotifyError, StoreError, TimelineQueries};
-use crate::query::execution_timeline;
+use crate::record::keys::{ExecutionKey, PipelineKey};
+use crate::record::parse::ApprovalRequest;
+use crate::record::ports::{Notifier, NotifyError, StoreError, TimelineQueries};
+use crate::record::query::execution_timeline;
+use crate::tell::notify::{Notification, NotificationKind, Severity};
 
 /// Who Tollgate's own entries about manual approvals are by.
 pub const APPROVAL_FUNCTION: &str = "tollgate:approval";

@@ -20,9 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{action, AuditEntry};
+use crate::gate::policy::Outcome;
 use crate::gate::GateDecision;
-use crate::policy::Outcome;
-use crate::timeline::{is_failure, ExecutionTimeline, StageTimeline};
+use crate::record::timeline::{is_failure, ExecutionTimeline, StageTimeline};
 
 const DAY_SECS: i64 = 86_400;
 const WEEK_SECS: i64 = 7 * DAY_SECS;

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{pipeline_scope, AuditLog, NewAuditEntry};
-use crate::event::{DeliveryEvent, EventBody};
-use crate::keys::{ExecutionKey, PipelineKey};
-use crate::notify::{Notification, NotificationKind, Severity};
-use crate::ports::{Notifier, StoreError};
+use crate::record::event::{DeliveryEvent, EventBody};
+use crate::record::keys::{ExecutionKey, PipelineKey};
+use crate::record::ports::{Notifier, StoreError};
+use crate::tell::notify::{Notification, NotificationKind, Severity};
 
 /// Who acts: the guard itself, never a person.
 pub const GUARD_PRINCIPAL: &str = "tollgate:guard";

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::*;
-use crate::keys::ExecutionKey;
+use crate::record::event::*;
+use crate::record::keys::ExecutionKey;
 
 /// True for states after which nothing more happens to that attempt.
 pub fn is_terminal(state: &str) -> bool {

@@ -4,7 +4,10 @@
 //! through, the gathering of exactly the facts a policy needs ([`gather_facts`]), the chat message of a blocked gate
 //! ([`gate_blocked_notification`]) and in-memory adapters of every port, for tests and offline use.
 //!
-//! Deciding is [`crate::policy::evaluate`]'s job; this module only feeds it and keeps what it decided.
+//! Deciding is [`crate::gate::policy::evaluate`]'s job; this module only feeds it and keeps what it decided.
+
+pub mod approval;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,17 +17,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::guard::{AlarmWatches, WatchedStage};
-use crate::keys::{ExecutionKey, PipelineKey};
-use crate::notify::{Notification, NotificationKind, Severity};
-use crate::policy::window::freeze_span;
-use crate::policy::{
+use crate::gate::policy::window::freeze_span;
+use crate::gate::policy::{
     AlarmFact, ApprovalDecision, ApprovalFact, CheckResult, Decision, Facts, Freeze, FreezeBound, MinRequests, Outcome,
     Policy, UpstreamCheck,
 };
-use crate::ports::{StoreError, TimelineQueries};
-use crate::query::execution_timeline;
-use crate::timeline::is_failure;
+use crate::record::keys::{ExecutionKey, PipelineKey};
+use crate::record::ports::{StoreError, TimelineQueries};
+use crate::record::query::execution_timeline;
+use crate::record::timeline::is_failure;
+use crate::rollback::guard::{AlarmWatches, WatchedStage};
+use crate::tell::notify::{Notification, NotificationKind, Severity};
 
 /// Who records gate decisions: the gate itself, never a person.
 pub const GATE_PRINCIPAL: &str = "tollgate:gate";
@@ -554,13 +557,13 @@ pub struct OverrideOutcome {
 }
 
 /// Applies an override to an evaluated decision. Honoured only when the policy has an `approval` section and `by`
-/// may approve under it ([`crate::policy::authorise_approver`]: an `approvers` pattern or a member of its `groups`): then the outcome is Pass, every check stays as evaluated, and the
+/// may approve under it ([`crate::gate::policy::authorise_approver`]: an `approvers` pattern or a member of its `groups`): then the outcome is Pass, every check stays as evaluated, and the
 /// explanation says who overrode it and why. Otherwise the decision is unchanged but for a line saying why the
 /// override was refused. Returns the explanation to record.
 pub fn apply_override(policy: &Policy, decision: &mut Decision, o: &OverrideRecord) -> (String, OverrideOutcome) {
     let reason = o.reason.trim();
     let refused = |why: &str| format!("override by {} refused: {why}", o.by);
-    let (honoured, note) = match (&policy.approval, crate::policy::authorise_approver(policy, &o.by)) {
+    let (honoured, note) = match (&policy.approval, crate::gate::policy::authorise_approver(policy, &o.by)) {
         (None, _) => (
             false,
             refused("the policy has no approval section, so no one may override this gate"),
@@ -717,7 +720,7 @@ async fn standing<Q: TimelineQueries + ?Sized>(
         )
     })?;
     match timeline {
-        Some(t) if crate::timeline::is_terminal(&t.state) => Ok(LeaseStanding::Stale(lease)),
+        Some(t) if crate::record::timeline::is_terminal(&t.state) => Ok(LeaseStanding::Stale(lease)),
         _ => Ok(LeaseStanding::Held(lease)),
     }
 }
@@ -1035,7 +1038,7 @@ pub fn watched_alarms(policy: &Policy, facts: &Facts) -> Vec<String> {
     alarms
 }
 
-/// Registers the job's stage as watched by `alarms` for [`crate::guard::ALARM_WATCH_DAYS`] from `now`, so the guard
+/// Registers the job's stage as watched by `alarms` for [`crate::rollback::guard::ALARM_WATCH_DAYS`] from `now`, so the guard
 /// rolls it back when one of them fires. Nothing to do without alarms.
 pub async fn register_alarm_watches<W: AlarmWatches + ?Sized>(
     watches: &W,
@@ -1050,7 +1053,7 @@ pub async fn register_alarm_watches<W: AlarmWatches + ?Sized>(
         pipeline: ctx.pipeline.clone(),
         stage: ctx.stage.clone(),
     };
-    let until = now + chrono::Duration::days(crate::guard::ALARM_WATCH_DAYS);
+    let until = now + chrono::Duration::days(crate::rollback::guard::ALARM_WATCH_DAYS);
     watches.watch(&ctx.account, &ctx.region, alarms, &stage, until).await
 }
 
@@ -1062,7 +1065,7 @@ async fn bake_stage_succeeded_at<Q: TimelineQueries + ?Sized>(
     stage: &str,
     pipeline: Option<&str>,
 ) -> Result<Option<DateTime<Utc>>, String> {
-    let succeeded = |t: &crate::timeline::ExecutionTimeline| {
+    let succeeded = |t: &crate::record::timeline::ExecutionTimeline| {
         t.stage(stage)
             .map(|s| (s.state == "SUCCEEDED").then_some(s.ended_at).flatten())
     };
@@ -1595,7 +1598,7 @@ mod tests {
     // ------------------------------------------------------------------ gathering facts
 
     use crate::memory::MemoryStore;
-    use crate::ports::EventRecorder;
+    use crate::record::ports::EventRecorder;
 
     async fn record(store: &MemoryStore, pipeline: &str, execution: &str, stage: Option<&str>, state: &str, at: &str) {
         let (detail_type, detail) = match stage {
@@ -1610,7 +1613,7 @@ mod tests {
         };
         let body = serde_json::json!({"version": "0", "id": "x", "detail-type": detail_type, "source": "aws.codepipeline",
             "account": "111122223333", "time": at, "region": "eu-west-1", "resources": [], "detail": detail});
-        let event = crate::parse::parse_event(body.to_string().as_bytes()).unwrap();
+        let event = crate::record::parse::parse_event(body.to_string().as_bytes()).unwrap();
         store.record(&event).await.unwrap();
     }
 
@@ -1626,7 +1629,7 @@ mod tests {
     }
 
     async fn facts_for(policy: &str, store: &MemoryStore, now: DateTime<Utc>) -> (Facts, MemoryCloudWatch) {
-        let policy = crate::policy::parse_policy("p.yaml", policy).unwrap();
+        let policy = crate::gate::policy::parse_policy("p.yaml", policy).unwrap();
         let cloudwatch = MemoryCloudWatch::new().with_metric(Ok(1234.0));
         let approvals = MemoryGateStore::new();
         let sources = FactSources {
@@ -1867,7 +1870,7 @@ mod tests {
     #[tokio::test]
     async fn a_lease_is_held_while_its_execution_is_in_progress_and_freed_when_it_ends() {
         let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
-        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let policy = crate::gate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
         let now = at("2026-11-20T14:00:00Z");
         let (payments, checkout) = (ctx_of("payments", "pay-1"), ctx_of("checkout-service", "prod-1"));
         record(&store, "payments", "pay-1", None, "STARTED", "2026-11-20T13:50:00Z").await;
@@ -1916,7 +1919,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_superseded_and_expired_holders_free_the_lease() {
-        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let policy = crate::gate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
         let checkout = ctx_of("checkout-service", "prod-1");
         for (state, now) in [
             (Some("FAILED"), "2026-11-20T14:00:00Z"),
@@ -1946,7 +1949,7 @@ mod tests {
     #[tokio::test]
     async fn a_holder_with_no_recorded_events_yet_counts_as_in_progress() {
         let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
-        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let policy = crate::gate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
         let now = at("2026-11-20T14:00:00Z");
         claim_deployment_lease(&policy, &ctx_of("payments", "pay-1"), "j", &leases, &store, now).await;
         let others = in_progress(&leases, &store, &policy, &ctx_of("checkout-service", "prod-1"))
@@ -1959,7 +1962,7 @@ mod tests {
     #[tokio::test]
     async fn of_two_gates_that_saw_the_lease_free_exactly_one_takes_it() {
         let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
-        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let policy = crate::gate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
         let now = at("2026-11-20T14:00:00Z");
         let (a, b) = (ctx_of("payments", "pay-1"), ctx_of("search", "s-1"));
         // Both evaluated the lease free...
@@ -1979,8 +1982,8 @@ mod tests {
     async fn waves_and_environments_have_their_own_leases_and_no_policy_needs_none() {
         let (leases, store) = (MemoryGateStore::new(), MemoryStore::new());
         let now = at("2026-11-20T14:00:00Z");
-        let wave2 = crate::policy::parse_policy("p.yaml", &CONCURRENT.replace("wave: 1", "wave: 2")).unwrap();
-        let wave1 = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let wave2 = crate::gate::policy::parse_policy("p.yaml", &CONCURRENT.replace("wave: 1", "wave: 2")).unwrap();
+        let wave1 = crate::gate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
         claim_deployment_lease(&wave1, &ctx_of("payments", "pay-1"), "j", &leases, &store, now).await;
         assert_eq!(
             claim_deployment_lease(&wave2, &ctx_of("search", "s-1"), "k", &leases, &store, now).await,
@@ -1988,7 +1991,7 @@ mod tests {
         );
         assert_eq!(lease_pk("production", Some("1")), "LEASE#production#WAVE#1");
         assert_eq!(lease_pk("staging", None), "LEASE#staging");
-        let none = crate::policy::parse_policy("p.yaml", "version: 1\nname: p\nmax_wait: 1h\n").unwrap();
+        let none = crate::gate::policy::parse_policy("p.yaml", "version: 1\nname: p\nmax_wait: 1h\n").unwrap();
         assert_eq!(
             claim_deployment_lease(&none, &ctx_of("x", "y"), "z", &leases, &store, now).await,
             LeaseResult::NotNeeded
@@ -2014,7 +2017,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_lease_is_an_error_of_the_check() {
         let store = MemoryStore::new();
-        let policy = crate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
+        let policy = crate::gate::policy::parse_policy("p.yaml", CONCURRENT).unwrap();
         let cloudwatch = MemoryCloudWatch::new();
         let approvals = MemoryGateStore::new();
         let sources = FactSources {
@@ -2039,7 +2042,7 @@ mod tests {
 
     // ------------------------------------------------------------------ alarms by tag
 
-    fn alarm(name: &str, state: crate::policy::AlarmState) -> AlarmFact {
+    fn alarm(name: &str, state: crate::gate::policy::AlarmState) -> AlarmFact {
         AlarmFact {
             name: name.into(),
             state,
@@ -2049,7 +2052,7 @@ mod tests {
 
     #[tokio::test]
     async fn tagged_alarms_join_the_named_ones() {
-        use crate::policy::AlarmState::{Alarm, Ok as Fine};
+        use crate::gate::policy::AlarmState::{Alarm, Ok as Fine};
         let index = MemoryAlarmTags::new()
             .with_alarm("checkout-5xx", &[("service", "checkout"), ("team", "payments")])
             .with_alarm("checkout-latency", &[("service", "checkout")])
@@ -2139,7 +2142,7 @@ mod tests {
 
     #[test]
     fn ad_hoc_freezes_join_the_policys_unless_they_are_over() {
-        let policy = crate::policy::parse_policy("p.yaml", "version: 1\nname: p\nmax_wait: 1h\n").unwrap();
+        let policy = crate::gate::policy::parse_policy("p.yaml", "version: 1\nname: p\nmax_wait: 1h\n").unwrap();
         let record = |until: &str| FreezeRecord {
             scope: "global".into(),
             from: FreezeBound::parse("2026-11-20").unwrap(),

@@ -3,7 +3,7 @@
 //!
 //! Parse, then validate: raw JSON is read into permissive shapes that ignore unknown fields and never type fields
 //! Tollgate does not read (such as `detail.version`, a number in some AWS samples and a string in others), then turned
-//! into the typed values of [`crate::event`]. A rejection names the position (invalid JSON) or the field.
+//! into the typed values of [`crate::record::event`]. A rejection names the position (invalid JSON) or the field.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::event::*;
+use crate::record::event::*;
 
 /// Inputs larger than this are refused before parsing (EventBridge events are at most 256 KB).
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;

@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::event::{DeliveryEvent, EventBody};
-use crate::keys::ExecutionKey;
-use crate::metrics::{
+use crate::measure::metrics::{
     Band, Bands, LeadTimeStats, MetricsReport, Period, PipelineMetrics, TeamMetrics, TimeToRestoreStats,
     UNASSIGNED_TEAM,
 };
-use crate::ports::ExecutionSummary;
-use crate::timeline::{fold_deployment, is_failure, ExecutionTimeline};
+use crate::record::event::{DeliveryEvent, EventBody};
+use crate::record::keys::ExecutionKey;
+use crate::record::ports::ExecutionSummary;
+use crate::record::timeline::{fold_deployment, is_failure, ExecutionTimeline};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -372,7 +372,7 @@ fn stamp(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn action_line(a: &crate::timeline::ActionTimeline) -> String {
+fn action_line(a: &crate::record::timeline::ActionTimeline) -> String {
     let mut line = format!("Action *{}* ({}) {}", a.name, a.provider, a.state);
     if let Some(code) = &a.error_code {
         line.push_str(&format!(" [{code}]"));
