@@ -130,11 +130,13 @@ pub async fn unlink_identity(
 
 #[cfg(test)]
 mod tests {
-    use tollgate_domain::audit::{verify, MemoryAuditLog};
+    use tollgate_domain::audit::verify;
     use tollgate_domain::gate::approval::{ApprovalResultRequest, ApprovalToken, ManualApproval, ManualApprovals};
-    use tollgate_domain::gate::approval::{MemoryApprovalResults, MemoryChatStore};
-    use tollgate_domain::gate::{ApprovalRecords, MemoryGateStore};
+    use tollgate_domain::gate::ApprovalRecords;
+    use tollgate_domain::memory::MemoryAuditLog;
+    use tollgate_domain::memory::MemoryGateStore;
     use tollgate_domain::memory::MemoryStore;
+    use tollgate_domain::memory::{MemoryApprovalResults, MemoryChatStore};
 
     use super::*;
 

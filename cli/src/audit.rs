@@ -97,7 +97,8 @@ mod tests {
     use super::*;
     use chrono::{DateTime, Duration, Utc};
     use serde_json::json;
-    use tollgate_domain::audit::{action, MemoryAuditLog, NewAuditEntry};
+    use tollgate_domain::audit::{action, NewAuditEntry};
+    use tollgate_domain::memory::MemoryAuditLog;
 
     const SCOPE: &str = "pipeline:111122223333/eu-west-1/checkout-service";
 

@@ -179,8 +179,9 @@ pub async fn override_gate<C: GateControls + ?Sized, L: AuditLog + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    use tollgate_domain::audit::{verify, MemoryAuditLog};
-    use tollgate_domain::gate::MemoryGateStore;
+    use tollgate_domain::audit::verify;
+    use tollgate_domain::memory::MemoryAuditLog;
+    use tollgate_domain::memory::MemoryGateStore;
 
     use super::*;
 

@@ -470,7 +470,7 @@ pub async fn pump<S, N>(
 ) -> Result<PumpReport, LocalError>
 where
     S: tollgate_domain::record::ports::EventRecorder + tollgate_domain::record::ports::TimelineQueries + 'static,
-    N: tollgate_domain::record::ports::Notifier + 'static,
+    N: tollgate_domain::tell::ports::Notifier + 'static,
 {
     let started = Instant::now();
     let mut rng = Rng::new(seed ^ 0xA5A5);

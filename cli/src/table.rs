@@ -268,8 +268,9 @@ mod tests {
 
     #[tokio::test]
     async fn automation_records_are_the_periods_audit_entries_and_the_gate_decisions_they_name() {
-        use tollgate_domain::audit::{MemoryAuditLog, NewAuditEntry};
-        use tollgate_domain::gate::MemoryGateStore;
+        use tollgate_domain::audit::NewAuditEntry;
+        use tollgate_domain::memory::MemoryAuditLog;
+        use tollgate_domain::memory::MemoryGateStore;
 
         let timelines: Vec<ExecutionTimeline> = crate::replay::story().await.timelines().await.unwrap();
         let period = Period {

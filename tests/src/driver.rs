@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use tollgate_domain::ingest::service::Ingestor;
-use tollgate_domain::record::ports::{EventRecorder, Notifier, NotifyError, TimelineQueries};
+use tollgate_domain::record::ports::{EventRecorder, TimelineQueries};
 use tollgate_domain::tell::notify::Notification;
+use tollgate_domain::tell::ports::{Notifier, NotifyError};
 
 /// SDK configuration for a local endpoint (moto, or the fault proxy in front of it): `max_attempts` as
 /// `TOLLGATE_MAX_ATTEMPTS` sets it (1 = no SDK retry), and a per-attempt timeout so that a stalled answer fails the

@@ -17,9 +17,10 @@ use tollgate::simulate::{clean_stream, simulate, SimOptions};
 use tollgate_domain::ingest::service::{Ingestor, MessageContext, Outcome};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::keys::{ExecutionKey, PipelineKey};
-use tollgate_domain::record::ports::{EventRecorder, Notifier, TimelineQueries};
+use tollgate_domain::record::ports::{EventRecorder, TimelineQueries};
 use tollgate_domain::record::query::execution_timeline;
 use tollgate_domain::record::timeline::ExecutionTimeline;
+use tollgate_domain::tell::ports::Notifier;
 
 use crate::driver::{notification_id, NotificationId};
 

@@ -16,16 +16,14 @@ use tollgate::template::Template;
 use tollgate_aws::alarm_watches::DynamoDbAlarmWatches;
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::DynamoDbStore;
-use tollgate_domain::audit::MemoryAuditLog;
 use tollgate_domain::gate::policy::{AlarmFact, AlarmState, MinRequests};
-use tollgate_domain::gate::{
-    AlarmStates, FactError, JobAnswer, JobContext, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
-    MemoryPolicySource, MetricTotals,
-};
+use tollgate_domain::gate::{AlarmStates, FactError, JobAnswer, JobContext, MetricTotals};
+use tollgate_domain::memory::MemoryAlarmWatches;
+use tollgate_domain::memory::MemoryAuditLog;
+use tollgate_domain::memory::{MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs, MemoryPolicySource};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::EventRecorder;
-use tollgate_domain::rollback::guard::MemoryAlarmWatches;
 use tollgate_integration_tests::driver::sdk_config;
 use tollgate_integration_tests::fault::{FaultConfig, FaultProxy};
 use tollgate_integration_tests::{local_clients, unique_prefix, workspace};

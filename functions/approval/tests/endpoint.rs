@@ -7,8 +7,8 @@ mod common;
 use chrono::{Duration, Utc};
 use common::*;
 use serde_json::{json, Value};
-use tollgate_domain::gate::approval::MemoryApprovalResults;
 use tollgate_domain::gate::ApprovalRecords;
+use tollgate_domain::memory::MemoryApprovalResults;
 use tollgate_domain::record::ports::TimelineQueries;
 
 fn key() -> tollgate_domain::gate::ApprovalKey {

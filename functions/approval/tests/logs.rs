@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
 use common::*;
-use tollgate_domain::gate::approval::MemoryApprovalResults;
+use tollgate_domain::memory::MemoryApprovalResults;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

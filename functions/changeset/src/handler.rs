@@ -31,13 +31,13 @@ use tollgate_domain::gate::{
     JobApiError, JobContext, PipelineJobs, PolicySource, MAX_EXECUTION_SUMMARY_CHARS, MAX_FAILURE_MESSAGE_CHARS,
 };
 use tollgate_domain::record::keys::PipelineKey;
-use tollgate_domain::record::ports::Notifier;
 use tollgate_domain::rollback::changeset::{
     change_set_console_url, change_set_name, is_no_changes, parse_parameters_file, parse_params, review,
     stack_progress, ChangeSetDescription, ChangeSets, ChangesetParams, ChangesetToken, NewChangeSet, Phase, Review,
     StackApiError, StackProgress, Template, Verdict,
 };
 use tollgate_domain::tell::notify::{Notification, NotificationKind, Severity};
+use tollgate_domain::tell::ports::Notifier;
 
 use crate::job::{ChangesetJob, JobEventError};
 

@@ -12,11 +12,11 @@ use changeset::handler::{handle, Ports};
 use chrono::Utc;
 use serde_json::{json, Value};
 use tollgate_aws::changeset::CloudFormationChangeSets;
-use tollgate_domain::audit::MemoryAuditLog;
 use tollgate_domain::gate::{
     AnswerSent, ApprovalKey, ApprovalRecord, ApprovalRecords, ArtifactCredentials, ArtifactLocation, FactError,
     JobAnswer, JobApiError, JobContext, PipelineJobs, PolicySource, PolicyText,
 };
+use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::memory::MemoryNotifier;
 use tollgate_domain::record::ports::StoreError;
 

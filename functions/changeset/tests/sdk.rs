@@ -29,12 +29,13 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 use tollgate_aws::changeset::CloudFormationChangeSets;
 use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
-use tollgate_domain::audit::{action, AuditLog, MemoryAuditLog};
+use tollgate_domain::audit::{action, AuditLog};
 use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::gate::{
     ApprovalKey, ApprovalRecord, ApprovalRecords, ArtifactCredentials, ArtifactLocation, FactError, PolicySource,
     PolicyText,
 };
+use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::memory::MemoryNotifier;
 use tollgate_domain::record::ports::StoreError;
 use tollgate_domain::rollback::changeset::{parse_describe_change_set, ChangeSetDescription};

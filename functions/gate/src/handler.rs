@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
 use tollgate_domain::gate::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
+use tollgate_domain::gate::AlarmWatches;
 use tollgate_domain::gate::{
     answer_for, apply_override, claim_deployment_lease, freeze_scopes, gate_blocked_notification, gather_facts,
     register_alarm_watches, truncate_with_note, watched_alarms, with_ad_hoc_freezes, AlarmStates, AnswerSent,
@@ -35,8 +36,8 @@ use tollgate_domain::gate::{
     PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
 };
 use tollgate_domain::record::keys::PipelineKey;
-use tollgate_domain::record::ports::{Notifier, TimelineQueries};
-use tollgate_domain::rollback::guard::AlarmWatches;
+use tollgate_domain::record::ports::TimelineQueries;
+use tollgate_domain::tell::ports::Notifier;
 
 use crate::job::{GateJob, JobEventError};
 

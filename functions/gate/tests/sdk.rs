@@ -25,7 +25,8 @@ use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
 use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
 use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
 use tollgate_aws::gate_store::DynamoDbGateStore;
-use tollgate_domain::gate::{GateDecisions, MemoryGateStore, MemoryPolicySource, TaggedAlarms};
+use tollgate_domain::gate::{GateDecisions, TaggedAlarms};
+use tollgate_domain::memory::{MemoryGateStore, MemoryPolicySource};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::EventRecorder;
@@ -212,8 +213,8 @@ async fn run_with_tagging(
     let policies = MemoryPolicySource::new().with_file("policies/production.yaml", policy);
     let approvals = MemoryGateStore::new();
     let notifier = MemoryNotifier::new();
-    let audit = tollgate_domain::audit::MemoryAuditLog::default();
-    let watches = tollgate_domain::rollback::guard::MemoryAlarmWatches::new();
+    let audit = tollgate_domain::memory::MemoryAuditLog::default();
+    let watches = tollgate_domain::memory::MemoryAlarmWatches::new();
     let ports = Ports {
         jobs: &jobs,
         policies: &policies,

@@ -151,12 +151,11 @@ async fn keep(deps: &Deps<'_>, record: &SqsMessage, message_id: &str, reason: St
 mod tests {
     use chrono::Duration;
     use serde_json::json;
-    use tollgate_domain::audit::MemoryAuditLog;
+    use tollgate_domain::memory::MemoryAuditLog;
+    use tollgate_domain::memory::{MemoryActions, MemoryDiscovery, MemoryRollbackStore};
     use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
     use tollgate_domain::record::ports::TimelineQueries;
-    use tollgate_domain::rollback::guard::{
-        Candidate, MemoryActions, MemoryDiscovery, MemoryRollbackStore, RollbackAction, Target,
-    };
+    use tollgate_domain::rollback::guard::{Candidate, RollbackAction, Target};
 
     use super::*;
 

@@ -29,9 +29,11 @@ use chrono::{DateTime, Duration, Utc};
 use guard::handler::{handle_batch, Deps, Home};
 use serde_json::json;
 use tollgate_aws::rollback::{AwsRollbackActions, AwsTargetDiscovery};
-use tollgate_domain::audit::{AuditLog, MemoryAuditLog};
+use tollgate_domain::audit::AuditLog;
+use tollgate_domain::memory::MemoryAuditLog;
+use tollgate_domain::memory::MemoryRollbackStore;
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
-use tollgate_domain::rollback::guard::{GuardPolicy, GuardPorts, MemoryRollbackStore, RollbackOutcome};
+use tollgate_domain::rollback::guard::{GuardPolicy, GuardPorts, RollbackOutcome};
 
 const ACCOUNT: &str = "111122223333";
 const ALARM: &str = "checkout-service-5xx";

@@ -23,11 +23,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tollgate_domain::audit::{action, AuditLog, NewAuditEntry};
 use tollgate_domain::gate::AlarmStates;
-use tollgate_domain::record::ports::Notifier;
 use tollgate_domain::rollback::hook::{
     judge_alarms, verdict, CheckOutcome, HookChecks, HookInvocation, HookReportError, HookResult, HookResults,
     HookStatus, HookStatusReporter, HookWrite, HttpProbe, NotAHook, Reported,
 };
+use tollgate_domain::tell::ports::Notifier;
 
 /// Time kept after the checks to record, report and notify before the Lambda deadline.
 pub const REPORT_MARGIN: Duration = Duration::from_secs(5);

@@ -82,7 +82,7 @@ async fn run(cloudwatch: &Rule, dynamodb: &Rule, codedeploy: &Rule) -> Result<Ho
     );
     let reporter = CodeDeployHookReporter::new(mock_client!(aws_sdk_codedeploy, RuleMode::Sequential, [codedeploy]));
     let notifier = MemoryNotifier::new();
-    let audit = tollgate_domain::audit::MemoryAuditLog::default();
+    let audit = tollgate_domain::memory::MemoryAuditLog::default();
     let probe = TcpHttpProbe;
     let ports = Ports {
         alarms: &alarms,

@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tollgate_domain::ingest::service::{Ingestor, MessageContext, Outcome, RetryableError};
 use tollgate_domain::record::event::EventKind;
-use tollgate_domain::record::ports::{EventRecorder, Notifier, TimelineQueries};
+use tollgate_domain::record::ports::{EventRecorder, TimelineQueries};
+use tollgate_domain::tell::ports::Notifier;
 
 /// Counts of one batch, also written as a CloudWatch embedded-metric-format line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tollgate_domain::record::ports::{Mark, Notifier, NotifyError, StoreError};
+use tollgate_domain::record::ports::{Mark, StoreError};
 use tollgate_domain::tell::notify::Notification;
+use tollgate_domain::tell::ports::{Notifier, NotifyError};
 
 use crate::ports::DigestLog;
 

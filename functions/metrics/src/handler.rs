@@ -18,12 +18,13 @@ use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditEntry, GLOBAL_SCOPE};
 use tollgate_domain::gate::GateDecision;
+use tollgate_domain::measure::digest::weekly_digest;
 use tollgate_domain::measure::metrics::{compute_with_audit, AutomationHealth, MetricsReport, Period, PipelineConfig};
 use tollgate_domain::record::keys::{ExecutionKey, PipelineKey};
 use tollgate_domain::record::ports::{StoreError, TimelineQueries};
 use tollgate_domain::record::query::execution_timeline;
 use tollgate_domain::record::timeline::ExecutionTimeline;
-use tollgate_domain::tell::notify::{weekly_digest, Notification};
+use tollgate_domain::tell::notify::Notification;
 
 use crate::digest::{DigestError, DigestOutcome, DigestPublisher};
 use crate::emf;

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
+use tollgate_domain::gate::{alarm_watch_pk, AlarmWatches, WatchedStage};
 use tollgate_domain::record::ports::StoreError;
-use tollgate_domain::rollback::guard::{alarm_watch_pk, AlarmWatches, WatchedStage};
 
 type Item = HashMap<String, AttributeValue>;
 

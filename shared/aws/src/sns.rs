@@ -9,8 +9,8 @@ use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 use serde_json::json;
-use tollgate_domain::record::ports::{Notifier, NotifyError};
 use tollgate_domain::tell::notify::Notification;
+use tollgate_domain::tell::ports::{Notifier, NotifyError};
 
 /// The SNS adapter of [`Notifier`].
 #[derive(Debug, Clone)]

@@ -11,8 +11,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use tollgate_domain::audit::{
     action, append_chained, check, pipeline_scope, verify, AppendOutcome, AppendRetry, AuditBreak, AuditEntry,
-    AuditHead, AuditLog, MemoryAuditLog, NewAuditEntry, GENESIS,
+    AuditHead, AuditLog, NewAuditEntry, GENESIS,
 };
+use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::record::keys::PipelineKey;
 use tollgate_domain::record::ports::StoreError;
 

@@ -4,10 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tollgate_domain::audit::{verify, AuditLog, MemoryAuditLog};
+use tollgate_domain::audit::{verify, AuditLog};
 use tollgate_domain::gate::approval::*;
 use tollgate_domain::gate::policy::ApprovalDecision;
-use tollgate_domain::gate::{ApprovalKey, ApprovalRecords, GateControls, GateDecision, GateDecisions, MemoryGateStore};
+use tollgate_domain::gate::{ApprovalKey, ApprovalRecords, GateControls, GateDecision, GateDecisions};
+use tollgate_domain::memory::MemoryAuditLog;
+use tollgate_domain::memory::MemoryGateStore;
+use tollgate_domain::memory::{MemoryApprovalResults, MemoryChatStore};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::{parse_event, parse_inbound, ApprovalRequest, Inbound};
 use tollgate_domain::record::ports::EventRecorder;

@@ -2,13 +2,14 @@
 //! are recorded and not retried, transient failures act once on redelivery, and the rollback window's edges.
 
 use chrono::{DateTime, Duration, Utc};
-use tollgate_domain::audit::{AuditLog, MemoryAuditLog};
+use tollgate_domain::audit::AuditLog;
+use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::memory::MemoryNotifier;
+use tollgate_domain::memory::{MemoryActions, MemoryDiscovery, MemoryRollbackStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::rollback::guard::{
     action, decide, handle_alarm, rollback_stats, ActOutcome, AlarmSignal, Candidate, Decision, GuardApiError,
-    GuardError, GuardPolicy, GuardPorts, MemoryActions, MemoryDiscovery, MemoryRollbackStore, Mode, RollbackAction,
-    RollbackOutcome, RollbackStore, Target,
+    GuardError, GuardPolicy, GuardPorts, Mode, RollbackAction, RollbackOutcome, RollbackStore, Target,
 };
 
 const ACCOUNT: &str = "111122223333";

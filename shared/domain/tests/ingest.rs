@@ -14,9 +14,10 @@ use tollgate_domain::ingest::service::{Ingestor, Outcome, RetryableError};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::event::{EventBody, EventKind};
 use tollgate_domain::record::parse::parse_event;
-use tollgate_domain::record::ports::{EventRecorder, Mark, Notifier, StoreError, TimelineQueries};
+use tollgate_domain::record::ports::{EventRecorder, Mark, StoreError, TimelineQueries};
 use tollgate_domain::record::query::execution_timeline;
 use tollgate_domain::tell::notify::{human_duration, Notification, NotificationKind, Severity};
+use tollgate_domain::tell::ports::Notifier;
 
 /// Feeds `bodies` in order; every message must be recorded.
 async fn feed<S, N>(ingestor: &Ingestor<S, N>, bodies: &[String], prefix: &str) -> Vec<Outcome>

@@ -7,12 +7,14 @@ use approval::handler::{handle, Ports, Settings};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tollgate_aws::chat_auth::{sign, SigningSecret};
-use tollgate_domain::audit::{AuditLog, MemoryAuditLog};
+use tollgate_domain::audit::AuditLog;
 use tollgate_domain::gate::approval::{
     parse_approvers, ApprovalResults, ChatIdentities, ChatSettings, ChatUser, DecisionPorts, LinkedIdentity,
-    MemoryChatStore, RequestPorts,
+    RequestPorts,
 };
-use tollgate_domain::gate::MemoryGateStore;
+use tollgate_domain::memory::MemoryAuditLog;
+use tollgate_domain::memory::MemoryChatStore;
+use tollgate_domain::memory::MemoryGateStore;
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::EventRecorder;

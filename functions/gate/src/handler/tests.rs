@@ -8,13 +8,16 @@ use chrono::Duration;
 use serde_json::json;
 use tollgate_domain::gate::policy::{AlarmFact, AlarmState, ApprovalDecision, FreezeBound};
 use tollgate_domain::gate::{
-    ApprovalKey, ApprovalRecord, FreezeRecord, MemoryAlarmTags, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs,
-    MemoryPolicySource, OverrideRecord, TaggedAlarms, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
+    ApprovalKey, ApprovalRecord, FreezeRecord, OverrideRecord, TaggedAlarms, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
+};
+use tollgate_domain::gate::{WatchedStage, ALARM_WATCH_DAYS};
+use tollgate_domain::memory::MemoryAlarmWatches;
+use tollgate_domain::memory::{
+    MemoryAlarmTags, MemoryCloudWatch, MemoryGateStore, MemoryPipelineJobs, MemoryPolicySource,
 };
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::{EventRecorder, StoreError};
-use tollgate_domain::rollback::guard::{MemoryAlarmWatches, WatchedStage, ALARM_WATCH_DAYS};
 use tollgate_domain::tell::notify::NotificationKind;
 
 use super::*;
@@ -73,7 +76,7 @@ struct World {
     timelines: MemoryStore,
     store: MemoryGateStore,
     notifier: MemoryNotifier,
-    audit: tollgate_domain::audit::MemoryAuditLog,
+    audit: tollgate_domain::memory::MemoryAuditLog,
     /// Leases other than the store's, for races and errors.
     leases: Option<Arc<dyn DeploymentLeases>>,
     watches: MemoryAlarmWatches,

@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::TimeZone;
 use serde_json::json;
-use tollgate_domain::audit::MemoryAuditLog;
 use tollgate_domain::gate::policy::{AlarmFact, AlarmState};
 use tollgate_domain::gate::FactError;
+use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::memory::MemoryNotifier;
 use tollgate_domain::rollback::hook::{HookStatus, InsufficientData, MemoryHookResults, Probe, ProbeUrl};
 

@@ -17,8 +17,8 @@ use tollgate_domain::tell::notify::{NotificationKind, Severity};
 use super::*;
 use crate::digest::ClaimedDigest;
 use crate::ports::{AuditAndDecisions, AutomationRecords, MemoryDigestLog};
-use tollgate_domain::audit::MemoryAuditLog;
-use tollgate_domain::gate::MemoryGateStore;
+use tollgate_domain::memory::MemoryAuditLog;
+use tollgate_domain::memory::MemoryGateStore;
 
 type MemoryAutomation = AuditAndDecisions<MemoryAuditLog, MemoryGateStore>;
 

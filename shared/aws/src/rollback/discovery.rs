@@ -18,9 +18,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 use chrono::{DateTime, Duration, Utc};
+use tollgate_domain::gate::AlarmWatches;
 use tollgate_domain::record::ports::StoreError;
 use tollgate_domain::rollback::guard::{
-    AlarmSignal, AlarmWatches, Candidate, GuardApiError, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX,
+    AlarmSignal, Candidate, GuardApiError, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX,
 };
 
 use super::{classify, CallError};

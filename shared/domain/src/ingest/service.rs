@@ -9,12 +9,13 @@ use chrono::{DateTime, Utc};
 use crate::record::event::{DeliveryEvent, EventKind};
 use crate::record::keys::{Layout, Subject};
 use crate::record::parse::{parse_event, ParseError};
-use crate::record::ports::{EventRecorder, Mark, Notifier, Recorded, Rejected, StoreError, TimelineQueries};
+use crate::record::ports::{EventRecorder, Mark, Recorded, Rejected, StoreError, TimelineQueries};
 use crate::record::query::link_runs;
 use crate::record::timeline::{is_failure, ExecutionTimeline};
 use crate::tell::notify::{
     deployment_notifications, execution_notifications, stack_notifications, Notification, NotificationKind,
 };
+use crate::tell::ports::Notifier;
 
 /// How long a notification claim protects its holder. Far longer than a publish takes, and shorter than the ingest
 /// queue's visibility timeout, so the redelivery of a message whose publisher died finds the claim expired.
@@ -46,7 +47,7 @@ pub enum RetryableError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Notify(#[from] crate::record::ports::NotifyError),
+    Notify(#[from] crate::tell::ports::NotifyError),
     #[error("notification {0} is being published by another delivery of this event; try again later")]
     InFlight(String),
     #[error("waiting for more events before notifying: {0}")]

@@ -2,4 +2,5 @@
 //!
 //! May depend on: record, audit, tell, gate, rollback.
 
+pub mod digest;
 pub mod metrics;

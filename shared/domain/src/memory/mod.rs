@@ -2,6 +2,16 @@
 //! semantics as the DynamoDB adapter: one record per subject, idempotency by event id, notification markers on the
 //! item that recorded the event.
 
+mod approval;
+mod audit;
+mod gate;
+mod rollback;
+
+pub use self::approval::*;
+pub use self::audit::*;
+pub use self::gate::*;
+pub use self::rollback::*;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::sync::Mutex;
@@ -13,6 +23,7 @@ use crate::record::event::{DeliveryEvent, EventBody};
 use crate::record::keys::*;
 use crate::record::ports::*;
 use crate::tell::notify::Notification;
+use crate::tell::ports::{Notifier, NotifyError};
 
 #[derive(Default)]
 struct Aggregate {

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::record::event::DeliveryEvent;
 use crate::record::keys::{BuildKey, DeploymentKey, ExecutionKey, PipelineKey, StackKey};
 use crate::record::timeline::{resolve_states, Resolved};
-use crate::tell::notify::Notification;
 
 /// A store failure, split by what the caller should do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,12 +21,6 @@ pub enum StoreError {
     #[error("store refused the request: {0}")]
     Permanent(String),
 }
-
-/// A notifier failure. Every failure is worth a retry: the event is already recorded and the notification is only
-/// marked sent once it was published.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("notification not published: {0}")]
-pub struct NotifyError(pub String);
 
 /// What recording one event did.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,10 +159,4 @@ pub trait TimelineQueries: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<ExecutionKey>, StoreError>;
-}
-
-/// Publishes notifications to engineers.
-#[async_trait]
-pub trait Notifier: Send + Sync {
-    async fn publish(&self, notification: &Notification) -> Result<(), NotifyError>;
 }

@@ -4,3 +4,4 @@
 //! May depend on: record.
 
 pub mod notify;
+pub mod ports;

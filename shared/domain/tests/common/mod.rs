@@ -18,9 +18,10 @@ use tollgate_domain::record::event::{DeliveryEvent, EventBody};
 use tollgate_domain::record::keys::{BuildKey, DeploymentKey, ExecutionKey, PipelineKey, StackKey};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::{
-    EventRecorder, ExecutionSummary, Mark, Notifier, NotifyError, Recorded, Rejected, StoreError, TimelineQueries,
+    EventRecorder, ExecutionSummary, Mark, Recorded, Rejected, StoreError, TimelineQueries,
 };
 use tollgate_domain::tell::notify::Notification;
+use tollgate_domain::tell::ports::{Notifier, NotifyError};
 
 pub const STORY: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
