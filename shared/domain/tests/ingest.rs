@@ -868,3 +868,18 @@ async fn a_failing_mark_sent_is_tried_again_at_once_so_the_notification_is_never
         tollgate_domain::ingest::service::FINISH_ATTEMPTS as usize
     );
 }
+
+#[tokio::test]
+async fn a_non_ascii_revision_id_is_shortened_by_characters_without_panicking() {
+    // Byte 12 of this id falls inside an `é`: slicing it by byte index would panic.
+    let id = "aéééééééééééééb";
+    assert!(!id.is_char_boundary(12));
+    let bodies: Vec<String> = story_bodies()
+        .into_iter()
+        .map(|b| b.replace("ec964d3d4496eba592913bcbacbb07b7df1db1af", id))
+        .collect();
+    let (ingestor, _, notifier) = ingestor();
+    feed(&ingestor, &bodies, "story").await;
+    let failed = only(&notifier.sent(), NotificationKind::ExecutionFailed).email_text();
+    assert!(failed.contains("Change: aééééééééééé Add express checkout"), "{failed}");
+}

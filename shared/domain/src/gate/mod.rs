@@ -4,7 +4,7 @@
 //! guard, each decision ([`GateDecision`]), approvals from chat and Manual approval actions ([`approval`]),
 //! overrides and ad-hoc freezes, and deployment leases; with the ports of each beside it.
 //!
-//! May depend on: record, audit, tell. In-memory adapters of its ports live in [`crate::memory`].
+//! May depend on: record, audit, tell. In-memory adapters of its ports live in the `memory` module.
 
 pub mod approval;
 pub mod policy;

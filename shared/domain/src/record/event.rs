@@ -218,6 +218,20 @@ pub struct SourceRevision {
     pub repository: Option<String>,
 }
 
+/// At most the first `chars` characters of `text`, cut on a character boundary: a revision id or any other text
+/// from outside may hold multi-byte characters, and slicing it by byte index would panic.
+pub fn truncate_chars(text: &str, chars: usize) -> &str {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// The short form of a revision id shown in messages: its first 12 characters.
+pub fn short_revision(id: &str) -> &str {
+    truncate_chars(id, 12)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineExecutionChange {
     pub pipeline: String,

@@ -1,5 +1,5 @@
 //! Ports: what the domain needs from the outside world, as narrow traits. Adapters implement them over DynamoDB and
-//! SNS (`tollgate-aws`) and in memory ([`crate::memory`]).
+//! SNS (`tollgate-aws`) and in memory (the `memory` module).
 
 use std::collections::BTreeMap;
 

@@ -212,7 +212,7 @@ pub fn execution_notifications(
             let id = r
                 .revision_id
                 .as_deref()
-                .map(|c| &c[..c.len().min(12)])
+                .map(crate::record::event::short_revision)
                 .unwrap_or("unknown revision");
             match &r.summary {
                 Some(s) => format!("Change: `{id}` {s}"),

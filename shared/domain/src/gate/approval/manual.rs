@@ -262,7 +262,7 @@ pub async fn enriched_notification(ports: &RequestPorts<'_>, r: &ManualApproval)
                         let id = s
                             .revision_id
                             .as_deref()
-                            .map(|c| &c[..c.len().min(12)])
+                            .map(crate::record::event::short_revision)
                             .unwrap_or("unknown revision");
                         lines.push(match &s.summary {
                             Some(m) => format!("Change: `{id}` {}", cut(m.lines().next().unwrap_or(""), 200)),

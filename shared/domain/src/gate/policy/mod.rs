@@ -11,6 +11,7 @@
 //! The format is documented in `docs/policy.md`; `policies/production.yaml` uses every feature.
 
 mod approvers;
+mod checks;
 mod error;
 mod evaluate;
 mod model;
