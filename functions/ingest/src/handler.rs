@@ -166,8 +166,6 @@ mod tests {
 
     use super::*;
 
-    const STORY: &str = include_str!("../../../events/story/failed-deploy-and-fix.json");
-
     fn sqs_event(bodies: &[(&str, String)]) -> SqsEvent {
         let records: Vec<serde_json::Value> = bodies
             .iter()
@@ -177,8 +175,7 @@ mod tests {
     }
 
     fn story() -> Vec<String> {
-        let events: Vec<serde_json::Value> = serde_json::from_str(STORY).expect("story is JSON");
-        events.iter().map(|e| e.to_string()).collect()
+        tollgate_test_support::story_bodies()
     }
 
     fn ingestor() -> (
