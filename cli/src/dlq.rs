@@ -123,16 +123,77 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, DlqError
         + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
 }
 
+/// Empty receives in a row after which a listing or a redrive stops although the queue's counts still show messages
+/// (SQS samples a subset of its servers on a short poll, so one empty answer does not mean an empty queue; and a
+/// message another consumer holds comes back only after its visibility timeout).
+const MAX_EMPTY_RECEIVES: u32 = 10;
+/// The pause after an empty receive, before asking again.
+const EMPTY_RECEIVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Which of the queue's counts must be zero for receiving to stop.
+#[derive(Clone, Copy)]
+enum Until {
+    /// No visible message (a listing holds what it received in flight itself).
+    NoneVisible,
+    /// No message at all, visible or in flight (a redrive deletes what it moved).
+    Empty,
+}
+
+/// Whether receiving may stop after an empty answer: the queue's counts say there is nothing left, or
+/// `empty_in_a_row` empty answers came back although they say there is.
+async fn nothing_left_to_receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    until: Until,
+    empty_in_a_row: u32,
+) -> Result<bool, DlqError> {
+    if empty_in_a_row >= MAX_EMPTY_RECEIVES {
+        return Ok(true);
+    }
+    let left = match until {
+        Until::NoneVisible => visible(sqs, url).await?,
+        Until::Empty => depth(sqs, url).await?,
+    };
+    if left == 0 {
+        return Ok(true);
+    }
+    tokio::time::sleep(EMPTY_RECEIVE_PAUSE).await;
+    Ok(false)
+}
+
+/// Messages the queue would hand out now (not those in flight).
+async fn visible(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, DlqError> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .map_err(aws_error("reading the queue depth", url))?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0))
+}
+
 /// Up to `limit` dead letters. Listing receives them, so they are made visible again before returning: a `redrive`
-/// right after finds them all.
+/// right after finds them all. An empty receive ends the listing only once the queue shows no visible message (or
+/// after several empty receives in a row): SQS may answer empty while messages remain.
 pub async fn list(sqs: &aws_sdk_sqs::Client, dlq_url: &str, limit: usize) -> Result<Vec<DeadLetter>, DlqError> {
     let mut out: Vec<DeadLetter> = Vec::new();
     let mut handles = Vec::new();
+    let mut empty_in_a_row = 0;
     while out.len() < limit {
         let got = receive(sqs, dlq_url, (limit - out.len()).min(10) as i32, 30).await?;
         if got.is_empty() {
-            break;
+            empty_in_a_row += 1;
+            if nothing_left_to_receive(sqs, dlq_url, Until::NoneVisible, empty_in_a_row).await? {
+                break;
+            }
+            continue;
         }
+        empty_in_a_row = 0;
         for m in &got {
             out.push(DeadLetter::of(m));
             handles.push(m.receipt_handle().unwrap_or_default().to_string());
@@ -228,6 +289,7 @@ pub async fn redrive(
         target: target_url.to_string(),
         ..RedriveReport::default()
     };
+    let mut empty_in_a_row = 0;
     loop {
         let handled = report.moved + report.send_failures + report.delete_failures;
         let room = max.map_or(10, |m| m.saturating_sub(handled).min(10));
@@ -236,8 +298,13 @@ pub async fn redrive(
         }
         let got = receive(sqs, dlq_url, room as i32, MOVE_VISIBILITY_SECS).await?;
         if got.is_empty() {
-            return Ok(report);
+            empty_in_a_row += 1;
+            if nothing_left_to_receive(sqs, dlq_url, Until::Empty, empty_in_a_row).await? {
+                return Ok(report);
+            }
+            continue;
         }
+        empty_in_a_row = 0;
         let by_entry: HashMap<String, &Message> = got.iter().enumerate().map(|(i, m)| (format!("m{i}"), m)).collect();
         let entries: Vec<SendMessageBatchRequestEntry> = by_entry
             .iter()

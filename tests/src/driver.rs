@@ -120,7 +120,10 @@ pub enum DrainError {
 }
 
 /// Drains `queue_url` with `pollers` concurrent pollers using `sqs` (which may go through the fault proxy), until
-/// `depth_client` (direct) sees the queue empty twice in a row.
+/// `depth_client` (direct) sees the queue empty twice in a row. Every invocation runs to its end (the function
+/// timeout is never reached, as the template's visibility timeout of several function timeouts intends); a batch that
+/// outlives the visibility timeout is delivered again meanwhile, which the handler is built for. `deadline` only
+/// guards against a hang; no outcome depends on it.
 pub async fn drain<S, N>(
     sqs: &aws_sdk_sqs::Client,
     depth_client: &aws_sdk_sqs::Client,
@@ -304,4 +307,71 @@ pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
         event.records.push(record);
     }
     event
+}
+
+/// The ingest path's timings: the function's timeout, the queue's visibility timeout and its maxReceiveCount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueTiming {
+    pub function_timeout: Duration,
+    pub visibility_timeout: Duration,
+    pub max_receive_count: u32,
+}
+
+impl QueueTiming {
+    /// The ingest function's and queue's timings as `infra/template.yaml` sets them.
+    pub fn of_template(path: &std::path::Path) -> QueueTiming {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("the template is YAML");
+        let resources = &doc["Resources"];
+        let number = |v: &serde_yaml::Value, what: &str| -> u64 {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .unwrap_or_else(|| panic!("the template sets no number at {what}"))
+        };
+        let queue = &resources["IngestQueue"]["Properties"];
+        QueueTiming {
+            function_timeout: Duration::from_secs(number(
+                &resources["IngestFunction"]["Properties"]["Timeout"],
+                "IngestFunction.Timeout",
+            )),
+            visibility_timeout: Duration::from_secs(number(
+                &queue["VisibilityTimeout"],
+                "IngestQueue.VisibilityTimeout",
+            )),
+            max_receive_count: number(
+                &queue["RedrivePolicy"]["maxReceiveCount"],
+                "IngestQueue.RedrivePolicy.maxReceiveCount",
+            ) as u32,
+        }
+    }
+
+    /// The same proportions around another function timeout: the visibility timeout keeps its ratio to the function
+    /// timeout, the receive count stays.
+    pub fn scaled_to(&self, function_timeout: Duration) -> QueueTiming {
+        let ratio = self.visibility_timeout.as_secs_f64() / self.function_timeout.as_secs_f64();
+        QueueTiming {
+            function_timeout,
+            visibility_timeout: Duration::from_secs((function_timeout.as_secs_f64() * ratio).ceil() as u64),
+            max_receive_count: self.max_receive_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_timings_keep_the_visibility_timeout_well_above_the_function_timeout() {
+        let t = QueueTiming::of_template(&crate::workspace("infra/template.yaml"));
+        assert!(t.visibility_timeout >= t.function_timeout * 6, "{t:?}");
+        assert!(t.max_receive_count >= 3, "{t:?}");
+        let s = t.scaled_to(Duration::from_secs(6));
+        assert_eq!(s.function_timeout, Duration::from_secs(6));
+        assert_eq!(s.max_receive_count, t.max_receive_count);
+        assert_eq!(
+            s.visibility_timeout.as_secs() * t.function_timeout.as_secs(),
+            6 * t.visibility_timeout.as_secs()
+        );
+    }
 }

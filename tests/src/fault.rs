@@ -70,7 +70,7 @@ pub struct FaultConfig {
     pub share: f64,
     /// Relative weights of the kinds among faulted requests.
     pub weights: Vec<(FaultKind, u32)>,
-    /// How long a stalled answer is held: longer than the clients' attempt timeout.
+    /// The longest a stalled answer is held: it is held until the client hangs up (its attempt timeout), at most this.
     pub stall: Duration,
 }
 
@@ -88,7 +88,7 @@ impl FaultConfig {
                 (FaultKind::ResponseLost, 20),
                 (FaultKind::Stall, 5),
             ],
-            stall: Duration::from_millis(2500),
+            stall: Duration::from_secs(120),
         }
     }
 
@@ -326,7 +326,10 @@ async fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
             }
             Some(FaultKind::Stall) => {
                 forward(state.upstream, &request).await?;
-                tokio::time::sleep(state.config.stall).await;
+                // Hold the answer until the client gives up (its attempt timeout), however long that takes on this
+                // machine; `stall` only bounds the hold for a client without a timeout.
+                let mut byte = [0u8; 1];
+                let _ = tokio::time::timeout(state.config.stall, client.read(&mut byte)).await;
                 return reset(client);
             }
         }

@@ -38,7 +38,7 @@ async fn redrive_moves_every_dead_letter_back_with_its_body_and_attributes() {
             .expect("sent to the DLQ");
     }
 
-    let listed = dlq::list(&c.sqs, &env.dlq_url, 50).await.expect("list");
+    let listed = dlq::list(&c.sqs, &env.dlq_url, usize::MAX).await.expect("list");
     assert_eq!(listed.len(), 23);
     assert!(listed
         .iter()
@@ -108,4 +108,52 @@ async fn redrive_moves_every_dead_letter_back_with_its_body_and_attributes() {
     assert!(attrs
         .attributes()
         .is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy)));
+}
+
+/// An empty receive does not end a redrive while the queue's counts still show messages: the ones another consumer
+/// held in flight come back after their visibility timeout and are moved too.
+#[tokio::test]
+async fn redrive_keeps_receiving_until_the_counts_say_the_queue_is_empty() {
+    let Some(c) = local_clients("dlq-inflight").await else {
+        return;
+    };
+    let template = Template::load(&workspace("infra/template.yaml")).expect("template");
+    let env = local::provision(&c, &template, &Names::with_prefix(&unique_prefix("dlqin")))
+        .await
+        .expect("provisioned");
+    for i in 0..14 {
+        c.sqs
+            .send_message()
+            .queue_url(&env.dlq_url)
+            .message_body(format!(r#"{{"n":{i}}}"#))
+            .send()
+            .await
+            .expect("sent to the DLQ");
+    }
+    // Another consumer holds some in flight for a second: at first, receives find none of them.
+    let held = c
+        .sqs
+        .receive_message()
+        .queue_url(&env.dlq_url)
+        .max_number_of_messages(4)
+        .visibility_timeout(1)
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default()
+        .len() as u64;
+    assert!(held > 0);
+
+    let listed = dlq::list(&c.sqs, &env.dlq_url, usize::MAX).await.expect("list");
+    assert!(listed.len() as u64 >= 14 - held, "{} listed", listed.len());
+    let moved = dlq::redrive(&c.sqs, &env.dlq_url, &env.queue_url, None)
+        .await
+        .expect("redrive");
+    assert_eq!(
+        (moved.moved, moved.send_failures, moved.delete_failures),
+        (14, 0, 0),
+        "the held messages were waited for and moved"
+    );
+    assert_eq!(dlq::depth(&c.sqs, &env.dlq_url).await.expect("depth"), 0);
 }

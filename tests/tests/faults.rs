@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use serde_json::json;
@@ -14,9 +14,9 @@ use tollgate::local::{self, Clients, Names};
 use tollgate::simulate::{simulate, SimOptions};
 use tollgate::template::Template;
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::ingest::service::{FailureWait, Ingestor};
 use tollgate_domain::record::ports::TimelineQueries;
-use tollgate_integration_tests::driver::{drain, queue_depth, sdk_config, CountingNotifier, DrainReport};
+use tollgate_domain::ingest::service::{FailureWait, Ingestor};
+use tollgate_integration_tests::driver::{drain, queue_depth, sdk_config, CountingNotifier, DrainReport, QueueTiming};
 use tollgate_integration_tests::fault::{FaultConfig, FaultKind, FaultProxy, FaultStats};
 use tollgate_integration_tests::load::{
     approvals_overtaken, differences, executions_listed, expected, stored_counts, timelines_of, LoadReport,
@@ -28,6 +28,20 @@ const MALFORMED: [&str; 2] = [
     "{ not json",
     r#"{"source":"aws.codepipeline","detail-type":"CodePipeline Stage Execution State Change","detail":{}}"#,
 ];
+
+/// The function timeout the test's queue is sized for: its visibility timeout follows the template's ratio to it.
+/// A batch that takes longer is delivered again meanwhile, which the handler is built for; that changes how many
+/// deliveries and dead letters happen, never what is recorded.
+const FUNCTION_TIMEOUT: Duration = Duration::from_secs(4);
+/// Each SDK attempt's timeout, which fails a stalled answer (the proxy holds it until the client hangs up). Far above
+/// what a healthy answer takes from a busy local endpoint: a healthy request that timed out after the endpoint applied
+/// it would be an answer lost that the proxy did not count.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Drain and redrive rounds before the test gives up: a message needs maxReceiveCount failures in a row to be
+/// dead-lettered again, which 10% faults make rare.
+const MAX_ROUNDS: u32 = 10;
+/// Only against a hang (a stuck message); no outcome depends on it.
+const HANG_GUARD: Duration = Duration::from_secs(1800);
 
 struct Outcome {
     drains: Vec<DrainReport>,
@@ -72,8 +86,10 @@ async fn run(test: &str, seed: u64, max_attempts: u32) -> Option<Outcome> {
     let env = local::provision(&direct, &template, &Names::with_prefix(&unique_prefix(test)))
         .await
         .expect("provisioned on the local endpoint");
-    // A short visibility timeout and 3 receives before the dead-letter queue, so that retries and dead letters
-    // happen within seconds.
+    // The template's proportions (visibility timeout = 7 function timeouts, 5 receives before the dead-letter queue)
+    // around a function timeout short enough for a test. The timeouts only decide how often a message is retried or
+    // dead-lettered, never whether it is recorded: the assertions below are on outcomes.
+    let timing = QueueTiming::of_template(&workspace("infra/template.yaml")).scaled_to(FUNCTION_TIMEOUT);
     let dlq_arn = direct
         .sqs
         .get_queue_attributes()
@@ -89,10 +105,14 @@ async fn run(test: &str, seed: u64, max_attempts: u32) -> Option<Outcome> {
         .sqs
         .set_queue_attributes()
         .queue_url(&env.queue_url)
-        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            timing.visibility_timeout.as_secs().to_string(),
+        )
         .attributes(
             QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": timing.max_receive_count.to_string()})
+                .to_string(),
         )
         .send()
         .await
@@ -101,7 +121,7 @@ async fn run(test: &str, seed: u64, max_attempts: u32) -> Option<Outcome> {
     let proxy = FaultProxy::start(&endpoint, FaultConfig::ten_percent(seed))
         .await
         .expect("the fault proxy starts");
-    let faulty = Clients::new(&sdk_config(&proxy.endpoint(), max_attempts, Duration::from_secs(2)).await);
+    let faulty = Clients::new(&sdk_config(&proxy.endpoint(), max_attempts, ATTEMPT_TIMEOUT).await);
     let store = Arc::new(DynamoDbStore::new(
         faulty.dynamodb.clone(),
         env.names.table.clone(),
@@ -131,34 +151,28 @@ async fn run(test: &str, seed: u64, max_attempts: u32) -> Option<Outcome> {
     send_all(&direct, &env.queue_url, &bodies).await;
 
     // Drain, then redrive what was dead-lettered and drain again, until nothing is left anywhere. A notification
-    // claim whose answer was lost holds for its lease (60 s), so a few rounds may be needed.
-    let started = Instant::now();
+    // claim whose answer was lost holds for its lease (60 s), so a few rounds may be needed; each round needs
+    // `max_receive_count` failed receives in a row of some message, so the rounds are few whatever the machine's speed.
     let mut drains = Vec::new();
     let (mut dead_lettered, mut redriven) = (0, 0);
-    loop {
-        let report = drain(
-            &faulty.sqs,
-            &direct.sqs,
-            &env.queue_url,
-            &ingestor,
-            3,
-            Duration::from_secs(120),
-        )
-        .await
-        .expect("the ingest queue drains");
+    for round in 1.. {
+        let report = drain(&faulty.sqs, &direct.sqs, &env.queue_url, &ingestor, 3, HANG_GUARD)
+            .await
+            .expect("the ingest queue drains");
         drains.push(report);
         let kept = dlq::depth(&direct.sqs, &env.dlq_url).await.expect("DLQ depth");
         if kept == 0 {
             break;
         }
-        dead_lettered += kept;
+        assert!(round < MAX_ROUNDS, "still dead-lettering after {round} rounds");
+        let listed = dlq::list(&direct.sqs, &env.dlq_url, usize::MAX)
+            .await
+            .expect("DLQ list");
+        assert_eq!(listed.len() as u64, kept, "the list pages through every kept message");
         assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "still dead-lettering after 4 minutes"
+            listed.iter().all(|d| d.receive_count >= timing.max_receive_count),
+            "dead-lettered only after maxReceiveCount receives: {listed:?}"
         );
-        let listed = dlq::list(&direct.sqs, &env.dlq_url, 100).await.expect("DLQ list");
-        assert_eq!(listed.len() as u64, kept, "list shows every kept message");
-        assert!(listed.iter().all(|d| d.receive_count >= 3), "{listed:?}");
         let source = dlq::source_queue(&direct.sqs, &env.dlq_url)
             .await
             .expect("the DLQ's source");
@@ -166,7 +180,13 @@ async fn run(test: &str, seed: u64, max_attempts: u32) -> Option<Outcome> {
         let moved = dlq::redrive(&direct.sqs, &env.dlq_url, &env.queue_url, None)
             .await
             .expect("redrive");
-        assert_eq!((moved.moved, moved.send_failures, moved.delete_failures), (kept, 0, 0));
+        assert_eq!(
+            (moved.moved, moved.send_failures, moved.delete_failures),
+            (listed.len() as u64, 0, 0),
+            "every listed dead letter moved back"
+        );
+        assert_eq!(dlq::depth(&direct.sqs, &env.dlq_url).await.expect("DLQ depth"), 0);
+        dead_lettered += listed.len() as u64;
         redriven += moved.moved;
     }
     assert_eq!(queue_depth(&direct.sqs, &env.queue_url).await, Ok(0));

@@ -245,7 +245,9 @@ async fn gate_under_thirty_percent_faults_never_passes_what_it_would_not_pass_wi
     )
     .await
     .expect("proxy");
-    let faulty = sdk_config(&proxy.endpoint(), 1, std::time::Duration::from_secs(2)).await;
+    // A stalled answer is held until this timeout fires; long enough that a healthy answer from a busy local endpoint
+    // never outlasts it.
+    let faulty = sdk_config(&proxy.endpoint(), 1, std::time::Duration::from_secs(10)).await;
     let ddb = aws_sdk_dynamodb::Client::new(&faulty);
     let timelines = DynamoDbStore::new(ddb.clone(), env.names.table.clone(), 400);
     // The alarm watches of a pass go through the same faults: a failed registration must not change the answer.

@@ -20,8 +20,7 @@ use tollgate_domain::record::timeline::ExecutionTimeline;
 use tollgate_integration_tests::{local_clients, unique_prefix, workspace};
 
 fn story() -> Vec<Value> {
-    let text = std::fs::read_to_string(workspace("events/story/failed-deploy-and-fix.json")).expect("story");
-    serde_json::from_str(&text).expect("story is a JSON array")
+    tollgate_test_support::story_json()
 }
 
 /// The timelines of the story ingested in order, in memory: what any delivery order must end with.

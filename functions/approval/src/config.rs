@@ -1,5 +1,7 @@
 //! Configuration, read once at cold start. A missing or unusable variable fails the init with its name.
 
+use tollgate_aws::env::{Env, EnvError};
+
 use tollgate_domain::gate::approval::{parse_approvers, EndpointApprovers};
 
 /// The function's settings.
@@ -36,36 +38,36 @@ pub enum ConfigError {
     },
 }
 
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ConfigError::Missing(name),
+            EnvError::Invalid { name, value, expected } => ConfigError::Invalid { name, value, expected },
+        }
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required = |name: &'static str| {
-            get(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ConfigError::Missing(name))
-        };
-        let table_name = required("TOLLGATE_TABLE_NAME")?;
-        let topic_arn = required("TOLLGATE_TOPIC_ARN")?;
-        let signing_secret_arn = required("TOLLGATE_SIGNING_SECRET_ARN")?;
-        let approvers_text = required("TOLLGATE_APPROVERS")?;
-        let approvers = parse_approvers(&approvers_text).map_err(|e| ConfigError::Invalid {
-            name: "TOLLGATE_APPROVERS",
-            value: approvers_text.clone(),
-            expected: format!("an approval section and its groups ({e})"),
+        let env = Env::new(get);
+        let table_name = env.required("TOLLGATE_TABLE_NAME")?;
+        let topic_arn = env.required("TOLLGATE_TOPIC_ARN")?;
+        let signing_secret_arn = env.required("TOLLGATE_SIGNING_SECRET_ARN")?;
+        let approvers_text = env.required("TOLLGATE_APPROVERS")?;
+        let approvers = parse_approvers(&approvers_text).map_err(|e| {
+            EnvError::invalid(
+                "TOLLGATE_APPROVERS",
+                approvers_text.clone(),
+                format!("an approval section and its groups ({e})"),
+            )
         })?;
-        let account = required("TOLLGATE_ACCOUNT")?;
-        let region = required("AWS_REGION")?;
-        let retention_days = match get("TOLLGATE_RETENTION_DAYS") {
-            None => 400,
-            Some(v) => v.trim().parse().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
-                name: "TOLLGATE_RETENTION_DAYS",
-                value: v,
-                expected: "a positive number of days".into(),
-            })?,
-        };
+        let account = env.required("TOLLGATE_ACCOUNT")?;
+        let region = env.required("AWS_REGION")?;
+        let retention_days = env.retention_days()?;
         Ok(Config {
             table_name,
             topic_arn,

@@ -263,6 +263,6 @@ async fn handle_sns_record(record: &Value, ports: &Ports<'_>, now: DateTime<Utc>
         Announced::Duplicate { token_digest } => ("duplicate", token_digest),
     };
     tracing::info!(pipeline = %request.pipeline, stage = %request.stage, action = %request.action,
-        token_sha256 = %&digest[..16], outcome, "manual approval request");
+        token_sha256 = %digest.get(..16).unwrap_or(digest), outcome, "manual approval request");
     Ok(json!({"pipeline": request.pipeline, "stage": request.stage, "action": request.action, "outcome": outcome}))
 }

@@ -1,5 +1,7 @@
 //! Configuration, read once at cold start. A missing or unusable variable fails the init with its name.
 
+use tollgate_aws::env::{Env, EnvError};
+
 use chrono::Duration;
 use tollgate_domain::rollback::guard::{GuardPolicy, Mode};
 
@@ -26,8 +28,17 @@ pub enum ConfigError {
     Invalid {
         name: &'static str,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
+}
+
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ConfigError::Missing(name),
+            EnvError::Invalid { name, value, expected } => ConfigError::Invalid { name, value, expected },
+        }
+    }
 }
 
 impl Config {
@@ -36,35 +47,17 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required = |name: &'static str| {
-            get(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ConfigError::Missing(name))
+        let env = Env::new(get);
+        let number = |name: &'static str, default: i64, expected: &str| {
+            env.parse_where(name, default, expected, |n| *n > 0 && *n <= 100_000)
         };
-        let number = |name: &'static str, default: i64, expected: &'static str| match get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0 && *n <= 100_000)
-                .ok_or(ConfigError::Invalid {
-                    name,
-                    value: v,
-                    expected,
-                }),
-        };
-        let mode = |name: &'static str| match get(name) {
+        let mode = |name: &'static str| match env.optional(name) {
             None => Ok(Mode::Act),
-            Some(v) => Mode::parse(&v).ok_or(ConfigError::Invalid {
-                name,
-                value: v,
-                expected: "`act` or `notify`",
-            }),
+            Some(v) => Mode::parse(&v).ok_or_else(|| EnvError::invalid(name, v, "`act` or `notify`")),
         };
-        let table_name = required("TOLLGATE_TABLE_NAME")?;
-        let topic_arn = required("TOLLGATE_TOPIC_ARN")?;
-        let retention_days = number("TOLLGATE_RETENTION_DAYS", 400, "a positive number of days")?;
+        let table_name = env.required("TOLLGATE_TABLE_NAME")?;
+        let topic_arn = env.required("TOLLGATE_TOPIC_ARN")?;
+        let retention_days = env.retention_days()?;
         let policy = GuardPolicy {
             deployments: mode("TOLLGATE_GUARD_DEPLOYMENTS")?,
             stages: mode("TOLLGATE_GUARD_STAGES")?,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tollgate_aws::env::{Env, EnvError};
 use tollgate_domain::rollback::hook::{HookChecks, InsufficientData, Probe, ProbeUrl};
 
 /// The function's settings.
@@ -34,6 +35,15 @@ pub enum ConfigError {
     NoChecks,
 }
 
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ConfigError::Missing(name),
+            EnvError::Invalid { name, value, expected } => ConfigError::Invalid { name, value, expected },
+        }
+    }
+}
+
 /// The longest budget: CodeDeploy waits up to an hour for a hook, but a Lambda function runs at most 15 minutes.
 pub const MAX_BUDGET_SECS: u64 = 14 * 60;
 
@@ -43,28 +53,21 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let env = Env::new(get);
         let invalid = |name: &'static str, value: &str, expected: &str| ConfigError::Invalid {
             name,
             value: value.to_string(),
             expected: expected.to_string(),
         };
         let number = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| invalid(name, &v, &format!("expected a whole number from {min} to {max}"))),
-            }
+            let expected = format!("expected a whole number from {min} to {max}");
+            Ok(env.parse_where(name, default, &expected, |n| (min..=max).contains(n))?)
         };
-        let table_name = required("TOLLGATE_TABLE_NAME")?;
-        let topic_arn = required("TOLLGATE_TOPIC_ARN")?;
+        let table_name = env.required("TOLLGATE_TABLE_NAME")?;
+        let topic_arn = env.required("TOLLGATE_TOPIC_ARN")?;
         let retention_days = number("TOLLGATE_RETENTION_DAYS", 400, 1, 36_500)? as i64;
-        let alarms: Vec<String> = get("TOLLGATE_HOOK_ALARMS")
+        let alarms: Vec<String> = env
+            .optional("TOLLGATE_HOOK_ALARMS")
             .map(|v| {
                 v.split(',')
                     .map(str::trim)
@@ -76,7 +79,11 @@ impl Config {
         if alarms.len() > 100 {
             return Err(invalid("TOLLGATE_HOOK_ALARMS", "(too many)", "at most 100 alarm names"));
         }
-        let insufficient_data = match get("TOLLGATE_HOOK_INSUFFICIENT_DATA").as_deref().map(str::trim) {
+        let insufficient_data = match env
+            .optional("TOLLGATE_HOOK_INSUFFICIENT_DATA")
+            .as_deref()
+            .map(str::trim)
+        {
             None | Some("pass") => InsufficientData::Pass,
             Some("fail") => InsufficientData::Fail,
             Some(other) => {
@@ -87,7 +94,7 @@ impl Config {
                 ))
             }
         };
-        let probe = match get("TOLLGATE_HOOK_PROBE_URL") {
+        let probe = match env.optional("TOLLGATE_HOOK_PROBE_URL") {
             None => None,
             Some(url) => Some(Probe {
                 url: ProbeUrl::parse(url.trim()).map_err(|why| invalid("TOLLGATE_HOOK_PROBE_URL", &url, &why))?,

@@ -1,5 +1,7 @@
 //! Configuration, read once at cold start. A missing variable fails the init with its name.
 
+use tollgate_aws::env::{Env, EnvError};
+
 /// The function's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -19,8 +21,17 @@ pub enum ConfigError {
     Invalid {
         name: &'static str,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
+}
+
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ConfigError::Missing(name),
+            EnvError::Invalid { name, value, expected } => ConfigError::Invalid { name, value, expected },
+        }
+    }
 }
 
 impl Config {
@@ -29,19 +40,11 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name));
-        let retention_days = match get("TOLLGATE_RETENTION_DAYS") {
-            None => 400,
-            Some(v) => v.parse().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
-                name: "TOLLGATE_RETENTION_DAYS",
-                value: v,
-                expected: "a positive number of days",
-            })?,
-        };
+        let env = Env::new(get);
         Ok(Config {
-            table_name: required("TOLLGATE_TABLE_NAME")?,
-            topic_arn: required("TOLLGATE_TOPIC_ARN")?,
-            retention_days,
+            table_name: env.required("TOLLGATE_TABLE_NAME")?,
+            topic_arn: env.required("TOLLGATE_TOPIC_ARN")?,
+            retention_days: env.retention_days()?,
         })
     }
 }

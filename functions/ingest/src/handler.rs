@@ -2,8 +2,11 @@
 //!
 //! Each message is processed on its own task: the ingest service is order-independent, so a batch needs no ordering.
 //! A message that can never be processed is kept with its reason by the service and acknowledged; only retryable
-//! failures (throttling, timeouts, a notification not yet published) are returned in `batchItemFailures` for SQS to
-//! deliver again, and after the queue's maxReceiveCount they land in the dead-letter queue, never dropped.
+//! failures (throttling, timeouts, a notification not yet published) and messages whose task panicked are returned in
+//! `batchItemFailures` for SQS to deliver again, and after the queue's maxReceiveCount they land in the dead-letter
+//! queue, never dropped.
+
+use std::collections::HashMap;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::Utc;
@@ -31,9 +34,12 @@ where
     N: Notifier + 'static,
 {
     let mut tasks = JoinSet::new();
+    // Which message each task holds, so that a task that panics fails its own message.
+    let mut held: HashMap<tokio::task::Id, String> = HashMap::new();
     for record in event.records {
         let ingestor = ingestor.clone();
-        tasks.spawn(async move {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let task = tasks.spawn(async move {
             let message_id = record.message_id.unwrap_or_default();
             // SQS's SentTimestamp, not the time of this delivery: a redelivered message that is kept as rejected
             // must land on the same item.
@@ -56,16 +62,24 @@ where
             let body = record.body.unwrap_or_default();
             (message_id, ingestor.ingest(&body, &ctx).await)
         });
+        held.insert(task.id(), message_id);
     }
     let mut stats = BatchStats::default();
     let mut response = SqsBatchResponse::default();
-    while let Some(joined) = tasks.join_next().await {
+    while let Some(joined) = tasks.join_next_with_id().await {
         let (message_id, result) = match joined {
-            Ok(done) => done,
+            Ok((_, done)) => done,
             Err(e) => {
-                // A panicking task cannot say which message it held; fail the batch so that SQS keeps every message.
-                tracing::error!(error = %e, "ingest task panicked; failing the whole batch");
-                return (SqsBatchResponse::default(), stats);
+                // The task panicked (or was cancelled) before its message was processed: that message is reported as
+                // failed, so SQS delivers it again and, after maxReceiveCount, keeps it in the dead-letter queue.
+                // An empty list would acknowledge it.
+                let message_id = held.get(&e.id()).cloned().unwrap_or_default();
+                tracing::error!(message_id, error = %e, "ingest task panicked; the message will be retried");
+                stats.retried += 1;
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = message_id;
+                response.batch_item_failures.push(failure);
+                continue;
             }
         };
         match result {
@@ -149,10 +163,9 @@ mod tests {
     use std::sync::Arc;
 
     use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
+    use tollgate_domain::tell::ports::NotifyError;
 
     use super::*;
-
-    const STORY: &str = include_str!("../../../events/story/failed-deploy-and-fix.json");
 
     fn sqs_event(bodies: &[(&str, String)]) -> SqsEvent {
         let records: Vec<serde_json::Value> = bodies
@@ -163,8 +176,7 @@ mod tests {
     }
 
     fn story() -> Vec<String> {
-        let events: Vec<serde_json::Value> = serde_json::from_str(STORY).expect("story is JSON");
-        events.iter().map(|e| e.to_string()).collect()
+        tollgate_test_support::story_bodies()
     }
 
     fn ingestor() -> (
@@ -241,6 +253,60 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(failed_notes.len(), 1, "{failed_notes:#?}");
+    }
+
+    /// A notifier that panics on an execution-failed notification: the test seam for a message that makes processing
+    /// panic.
+    struct PanickingNotifier(MemoryNotifier);
+
+    #[async_trait::async_trait]
+    impl Notifier for PanickingNotifier {
+        async fn publish(&self, n: &tollgate_domain::tell::notify::Notification) -> Result<(), NotifyError> {
+            assert_ne!(n.kind.as_str(), "execution_failed", "poisoned message");
+            self.0.publish(n).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_the_poisoned_message_and_leaves_the_healthy_ones_recorded() {
+        let store = Arc::new(MemoryStore::new());
+        let ingestor = Ingestor::new(store.clone(), Arc::new(PanickingNotifier(MemoryNotifier::new())));
+        let events = story();
+        let poisoned = events
+            .iter()
+            .position(|e| e.contains("Pipeline Execution State Change") && e.contains("\"FAILED\""))
+            .expect("the story has a failed execution");
+        let before: Vec<(String, String)> = events[..poisoned]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("m-{i}"), b.clone()))
+            .collect();
+        let (ids, bodies): (Vec<_>, Vec<_>) = before.iter().cloned().unzip();
+        for chunk in before.chunks(9) {
+            // Each batch carries the poisoned message among healthy ones.
+            let mut batch: Vec<(&str, String)> = chunk.iter().map(|(id, b)| (id.as_str(), b.clone())).collect();
+            batch.insert(batch.len() / 2, ("m-poisoned", events[poisoned].clone()));
+            let (response, stats) = handle_batch(&ingestor, sqs_event(&batch)).await;
+            let failed: Vec<&str> = response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.as_str())
+                .collect();
+            assert_eq!(
+                failed,
+                vec!["m-poisoned"],
+                "only the poisoned message fails; it is not acknowledged"
+            );
+            assert_eq!(stats.retried, 1);
+            assert_eq!(stats.recorded + stats.duplicates, chunk.len() as u32);
+        }
+        // Every healthy event is recorded: delivered again, each is a duplicate.
+        let again: Vec<(&str, String)> = ids.iter().map(String::as_str).zip(bodies).collect();
+        for chunk in again.chunks(10) {
+            let (response, stats) = handle_batch(&ingestor, sqs_event(chunk)).await;
+            assert!(response.batch_item_failures.is_empty());
+            assert_eq!((stats.recorded, stats.duplicates), (0, chunk.len() as u32));
+        }
     }
 
     #[tokio::test]

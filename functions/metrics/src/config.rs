@@ -1,5 +1,7 @@
 //! Configuration, read once at cold start. A missing or unusable variable fails the init with its name.
 
+use tollgate_aws::env::{Env, EnvError};
+
 use chrono::Weekday;
 
 use crate::handler::Settings;
@@ -30,8 +32,17 @@ pub enum ConfigError {
     Invalid {
         name: &'static str,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
+}
+
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ConfigError::Missing(name),
+            EnvError::Invalid { name, value, expected } => ConfigError::Invalid { name, value, expected },
+        }
+    }
 }
 
 impl Config {
@@ -40,45 +51,28 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required = |name: &'static str| {
-            get(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ConfigError::Missing(name))
-        };
-        let table_name = required("TOLLGATE_TABLE_NAME")?;
-        let topic_arn = required("TOLLGATE_TOPIC_ARN")?;
-        let days = match get("TOLLGATE_METRICS_DAYS") {
-            None => 7,
-            Some(v) => v
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|d| (1..=MAX_DAYS).contains(d))
-                .ok_or(ConfigError::Invalid {
-                    name: "TOLLGATE_METRICS_DAYS",
-                    value: v,
-                    expected: "a whole number of days from 1 to 366",
-                })?,
-        };
-        let team_tag = match get("TOLLGATE_TEAM_TAG") {
+        let env = Env::new(get);
+        let table_name = env.required("TOLLGATE_TABLE_NAME")?;
+        let topic_arn = env.required("TOLLGATE_TOPIC_ARN")?;
+        let days = env.parse_where(
+            "TOLLGATE_METRICS_DAYS",
+            7,
+            "a whole number of days from 1 to 366",
+            |d: &u32| (1..=MAX_DAYS).contains(d),
+        )?;
+        // Set but blank is a mistake here, not a default: a blank tag key would name no team.
+        let team_tag = match env.raw("TOLLGATE_TEAM_TAG") {
             None => tollgate_aws::tags::DEFAULT_TEAM_TAG.to_string(),
             Some(v) if v.trim().is_empty() => {
-                return Err(ConfigError::Invalid {
-                    name: "TOLLGATE_TEAM_TAG",
-                    value: v,
-                    expected: "a tag key, e.g. team",
-                })
+                return Err(EnvError::invalid("TOLLGATE_TEAM_TAG", v, "a tag key, e.g. team").into())
             }
             Some(v) => v.trim().to_string(),
         };
-        let digest_weekday = match get("TOLLGATE_DIGEST_WEEKDAY") {
-            None => Weekday::Mon,
-            Some(v) => v.trim().parse::<Weekday>().map_err(|_| ConfigError::Invalid {
-                name: "TOLLGATE_DIGEST_WEEKDAY",
-                value: v,
-                expected: "a weekday in English, e.g. Mon or Monday",
-            })?,
-        };
+        let digest_weekday = env.parse_or(
+            "TOLLGATE_DIGEST_WEEKDAY",
+            Weekday::Mon,
+            "a weekday in English, e.g. Mon or Monday",
+        )?;
         Ok(Config {
             table_name,
             topic_arn,

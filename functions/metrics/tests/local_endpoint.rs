@@ -5,16 +5,8 @@
 //! Runs only when `TOLLGATE_TEST_ENDPOINT` names the endpoint (`make test` sets it); otherwise prints SKIPPED.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
-};
 use metrics::digest::ClaimedDigest;
 use metrics::handler::{run, DigestStatus, Settings};
 use metrics::ports::AuditAndDecisions;
@@ -24,117 +16,11 @@ use tollgate_aws::{CodePipelineTags, DynamoDbStore, SnsNotifier};
 use tollgate_domain::audit::{AuditLog, NewAuditEntry};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::EventRecorder;
-
-const STORY: &str = include_str!("../../../events/story/failed-deploy-and-fix.json");
-
-/// DynamoDB operations sent, retries included.
-#[derive(Debug, Clone, Default)]
-struct Requests(Arc<Mutex<Vec<String>>>);
-
-impl Requests {
-    fn take(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for op in std::mem::take(&mut *self.0.lock().unwrap()) {
-            *counts.entry(op).or_default() += 1;
-        }
-        counts
-    }
-}
-
-impl Intercept for Requests {
-    fn name(&self) -> &'static str {
-        "CountRequests"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = context.request().headers().get("x-amz-target").unwrap_or("?");
-        self.0
-            .lock()
-            .unwrap()
-            .push(target.rsplit('.').next().unwrap_or(target).to_string());
-        Ok(())
-    }
-}
-
-/// The table's key schema and indexes as infra/template.yaml declares them.
-async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let index = |name: &str, include: &[&str]| {
-        GlobalSecondaryIndex::builder()
-            .index_name(name)
-            .key_schema(key(&format!("{name}pk"), KeyType::Hash))
-            .key_schema(key(&format!("{name}sk"), KeyType::Range))
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .set_non_key_attributes(Some(include.iter().map(|a| a.to_string()).collect()))
-                    .build(),
-            )
-            .build()
-            .unwrap()
-    };
-    client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .set_attribute_definitions(Some(
-            ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"]
-                .into_iter()
-                .map(attr)
-                .collect(),
-        ))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .global_secondary_indexes(index(
-            "gsi1",
-            &["account", "region", "pipeline", "execution_id", "pstates"],
-        ))
-        .global_secondary_indexes(index(
-            "gsi2",
-            &[
-                "account",
-                "region",
-                "deployment_id",
-                "application",
-                "deployment_group",
-                "pipeline",
-                "execution_id",
-            ],
-        ))
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "CreateTable {table}: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-            )
-        });
-}
+use tollgate_test_support::{create_table, Requests, STORY};
 
 #[tokio::test]
 async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_adapters() {
-    let Ok(endpoint) = std::env::var("TOLLGATE_TEST_ENDPOINT") else {
-        println!(
-            "SKIPPED: set TOLLGATE_TEST_ENDPOINT (e.g. http://127.0.0.1:5055) to run the metrics function locally"
-        );
+    let Some(endpoint) = tollgate_test_support::endpoint("metrics local endpoint") else {
         return;
     };
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -153,8 +39,7 @@ async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_a
             .build(),
     );
     let (sns, sqs) = (aws_sdk_sns::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let name = format!("tollgate-metrics-{nanos}");
+    let name = tollgate_test_support::unique_name("tollgate", "metrics");
 
     create_table(&dynamodb, &name).await;
     let topic_arn = sns.create_topic().name(&name).send().await.unwrap().topic_arn.unwrap();
@@ -229,7 +114,7 @@ async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_a
         audit: store.clone(),
         decisions: Arc::new(DynamoDbGateStore::new(dynamodb.clone(), &name, 30)),
     };
-    requests.take();
+    requests.take_counts();
 
     let digest = ClaimedDigest::new(store.clone(), Arc::new(SnsNotifier::new(sns.clone(), &topic_arn)));
     // No such pipeline in the endpoint's CodePipeline: ResourceNotFound, so the default configuration.
@@ -240,7 +125,7 @@ async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_a
     let first = run(store.as_ref(), &digest, &tags, &automation, &settings, monday, "r-1")
         .await
         .unwrap();
-    let reads = requests.take();
+    let reads = requests.take_counts();
     println!("DynamoDB requests of a run over 2 executions: {reads:?}");
     assert_eq!(first.digest, DigestStatus::Published);
     assert_eq!((first.executions, first.timelines), (2, 2));
@@ -288,7 +173,7 @@ async fn the_run_measures_the_story_and_sends_the_digest_once_through_the_real_a
         .unwrap();
     assert_eq!(second.digest, DigestStatus::AlreadySent);
     assert_eq!(second.emf_lines, first.emf_lines);
-    assert_eq!(requests.take()["UpdateItem"], 1, "one refused claim, no read");
+    assert_eq!(requests.take_counts()["UpdateItem"], 1, "one refused claim, no read");
 
     let received = sqs
         .receive_message()

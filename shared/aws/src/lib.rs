@@ -12,6 +12,7 @@ pub mod codedeploy_hooks;
 pub mod codepipeline_jobs;
 pub mod config;
 pub mod dynamodb;
+pub mod env;
 pub mod gate_store;
 pub mod logging;
 pub mod manual_approvals;

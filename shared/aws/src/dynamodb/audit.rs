@@ -307,7 +307,7 @@ impl AuditLog for DynamoDbStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put).build())
             .transact_items(TransactWriteItem::builder().update(head).build())
-            .client_request_token(&entry.hash[..entry.hash.len().min(36)])
+            .client_request_token(entry.hash.chars().take(36).collect::<String>())
             .send()
             .await;
         match result {
