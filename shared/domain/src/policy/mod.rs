@@ -11,16 +11,19 @@
 //! The format is documented in `docs/policy.md`; `policies/production.yaml` uses every feature.
 
 mod approvers;
+mod baseline;
 mod error;
 mod evaluate;
 mod model;
 mod overrides;
 mod parse;
+mod tighten;
 pub mod window;
 
 pub use approvers::{
     authorise_approver, authorise_by_check, groups_of, who_may_approve, Authorisation, AuthorisedBy, Refusal,
 };
+pub use baseline::{parse_baseline, Applicable, Baseline, BaselineRule, ErrorCheck, StageMatch, StageRef};
 pub use error::{Location, PolicyError, PolicyErrorKind};
 pub use evaluate::{
     evaluate, AlarmFact, AlarmState, ApprovalDecision, ApprovalFact, CheckKind, CheckResult, CheckStatus, Decision,
@@ -33,3 +36,4 @@ pub use model::{
 };
 pub use overrides::{parse_user_parameters, UserParameters, OVERRIDE_PATHS, USER_PARAMETERS};
 pub use parse::{parse_policy, validate_file, MAX_POLICY_BYTES};
+pub use tighten::{effective, effective_policy, Loosening};
