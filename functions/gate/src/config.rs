@@ -9,6 +9,9 @@ pub struct Config {
     pub topic_arn: String,
     /// `TOLLGATE_RETENTION_DAYS` (default 400): how long decisions are kept before DynamoDB's TTL removes them.
     pub retention_days: i64,
+    /// `TOLLGATE_BASELINE` (default `default`): the organisation baseline applied to every policy (table item
+    /// `BASELINE#<name>`); with none published, the pipeline's policy alone.
+    pub baseline_name: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,10 +47,15 @@ impl Config {
                 expected: "a positive number of days",
             })?,
         };
+        let baseline_name = get("TOLLGATE_BASELINE")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| tollgate_domain::policy::DEFAULT_BASELINE_NAME.to_string());
         Ok(Config {
             table_name,
             topic_arn,
             retention_days,
+            baseline_name,
         })
     }
 }

@@ -12,6 +12,7 @@
 
 mod approvers;
 mod baseline;
+mod baseline_store;
 mod error;
 mod evaluate;
 mod model;
@@ -24,6 +25,10 @@ pub use approvers::{
     authorise_approver, authorise_by_check, groups_of, who_may_approve, Authorisation, AuthorisedBy, Refusal,
 };
 pub use baseline::{parse_baseline, Applicable, Baseline, BaselineRule, ErrorCheck, StageMatch, StageRef};
+pub use baseline_store::{
+    apply_baseline, baseline_pk, BaselineSource, GateSite, MemoryBaselines, MemoryPipelineTags, PipelineTags,
+    PublishedBaseline, WithBaseline, DEFAULT_BASELINE_NAME,
+};
 pub use error::{Location, PolicyError, PolicyErrorKind};
 pub use evaluate::{
     evaluate, AlarmFact, AlarmState, ApprovalDecision, ApprovalFact, CheckKind, CheckResult, CheckStatus, Decision,
