@@ -359,11 +359,19 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>, alarms: &m
         pipeline: &context.pipeline,
         stage: &context.stage,
     };
-    let (policy, baseline) =
-        match apply_baseline(ports.baselines, ports.pipeline_tags, site, &text.path, &text.text, policy).await {
-            Ok(w) => (w.policy, w.applied),
-            Err(why) => return failed(d, FailureKind::JobFailed, why),
-        };
+    let (policy, baseline) = match apply_baseline(
+        ports.baselines,
+        ports.pipeline_tags,
+        site,
+        &text.path,
+        &text.text,
+        policy,
+    )
+    .await
+    {
+        Ok(w) => (w.policy, w.applied),
+        Err(why) => return failed(d, FailureKind::JobFailed, why),
+    };
     let freezes = match ports.controls.active_freezes(&freeze_scopes(&context)).await {
         Ok(f) => f,
         Err(e) => {
@@ -436,7 +444,8 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>, alarms: &m
     d.summary = decision.summary.clone();
     d.explanation = explanation.unwrap_or_else(|| decision.explain());
     if let Some(baseline) = baseline {
-        d.explanation.push_str(&format!("  (policy {} merged with {baseline})\n", text.path));
+        d.explanation
+            .push_str(&format!("  (policy {} merged with {baseline})\n", text.path));
     }
     d.checks = decision.checks;
     d

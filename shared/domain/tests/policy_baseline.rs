@@ -104,7 +104,11 @@ fn merge(text: &str) -> Result<Policy, Vec<String>> {
 fn restating_the_baseline_is_accepted() {
     let e = merge(SAME).expect("no loosening");
     assert_eq!(e.name, "checkout-gate");
-    assert_eq!(e.freezes.as_ref().unwrap()[0].name, "year-end", "the baseline's freeze is kept");
+    assert_eq!(
+        e.freezes.as_ref().unwrap()[0].name,
+        "year-end",
+        "the baseline's freeze is kept"
+    );
 }
 
 #[test]
@@ -123,8 +127,18 @@ fn each_loosening_is_refused_naming_its_field() {
         ("duration: 2h", "duration: 1h", "bake.duration", 16),
         ("at_least: 1000", "at_least: 10", "bake.min_requests.at_least", 20),
         ("metric: RequestCount", "metric: Other", "bake.min_requests", 18),
-        ("  pipeline: checkout-staging", "  pipeline: other", "upstream.pipeline", 22),
-        ("no_unrestored_failure_for: 60m", "no_unrestored_failure_for: 10m", "upstream.no_unrestored_failure_for", 23),
+        (
+            "  pipeline: checkout-staging",
+            "  pipeline: other",
+            "upstream.pipeline",
+            22,
+        ),
+        (
+            "no_unrestored_failure_for: 60m",
+            "no_unrestored_failure_for: 10m",
+            "upstream.no_unrestored_failure_for",
+            23,
+        ),
         (
             "role/ReleaseManager*\"",
             "role/ReleaseManager*\"\n    - \"arn:aws:iam::111122223333:role/Developer\"",
@@ -143,8 +157,18 @@ fn each_loosening_is_refused_naming_its_field() {
             "approval.on_error",
             27,
         ),
-        ("wait: 30m\n", "wait: 30m\n  on_error: fail_open\n", "alarms.on_error", 14),
-        ("environment: production", "environment: staging", "concurrency.environment", 28),
+        (
+            "wait: 30m\n",
+            "wait: 30m\n  on_error: fail_open\n",
+            "alarms.on_error",
+            14,
+        ),
+        (
+            "environment: production",
+            "environment: staging",
+            "concurrency.environment",
+            28,
+        ),
     ];
     for (from, to, field, line) in cases {
         let text = edit(from, to);
@@ -153,7 +177,10 @@ fn each_loosening_is_refused_naming_its_field() {
         let e = &errors[0];
         assert!(e.contains(&format!(": {field}: ")), "{field} is named: {e}");
         assert!(e.starts_with(&format!("p.yaml:{line}:")), "{field} at line {line}: {e}");
-        assert!(e.contains("(required by baseline org-baseline)"), "the baseline is named: {e}");
+        assert!(
+            e.contains("(required by baseline org-baseline)"),
+            "the baseline is named: {e}"
+        );
     }
 }
 
@@ -161,13 +188,13 @@ fn each_loosening_is_refused_naming_its_field() {
 fn a_new_approver_group_outside_the_baseline_is_refused() {
     let text = format!(
         "{}groups:\n  mine:\n    - \"arn:aws:iam::111122223333:user/dev/*\"\n",
-        edit(
-            "role/ReleaseManager*\"",
-            "role/ReleaseManager*\"\n  groups: [mine]"
-        )
+        edit("role/ReleaseManager*\"", "role/ReleaseManager*\"\n  groups: [mine]")
     );
     let errors = merge(&text).unwrap_err();
-    assert!(errors[0].contains("approval.groups[0]") && errors[0].contains("user/dev/*"), "{errors:?}");
+    assert!(
+        errors[0].contains("approval.groups[0]") && errors[0].contains("user/dev/*"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -175,26 +202,37 @@ fn several_loosenings_are_all_named() {
     let text = edit("max_wait: 6h", "max_wait: 9h").replace("duration: 2h", "duration: 1m");
     let errors = merge(&text).unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors[0].contains("max_wait") && errors[1].contains("bake.duration"), "{errors:?}");
+    assert!(
+        errors[0].contains("max_wait") && errors[1].contains("bake.duration"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn each_tightening_is_accepted_and_effective() {
     type Check = fn(&Policy) -> bool;
     let cases: &[(&str, &str, &str, Check)] = &[
-        ("max_wait: 6h", "max_wait: 2h", "shorter max_wait", |p| p.max_wait.as_secs() == 7200),
+        ("max_wait: 6h", "max_wait: 2h", "shorter max_wait", |p| {
+            p.max_wait.as_secs() == 7200
+        }),
         ("    to: \"16:00\"", "    to: \"12:00\"", "narrower window", |p| {
             p.windows.as_ref().unwrap()[0].to.to_string() == "12:00"
         }),
         ("days: [mon, tue, wed, thu]", "days: [tue]", "fewer days", |p| {
             p.windows.as_ref().unwrap()[0].days.len() == 1
         }),
-        ("names: [checkout-5xx]", "names: [checkout-5xx, checkout-latency]", "more alarms", |p| {
-            p.alarms.as_ref().unwrap().names == ["checkout-5xx", "checkout-latency"]
-        }),
-        ("tags: {service: checkout, tier: web}", "tags: {service: checkout}", "fewer tags select more", |p| {
-            p.alarms.as_ref().unwrap().tags.len() == 1
-        }),
+        (
+            "names: [checkout-5xx]",
+            "names: [checkout-5xx, checkout-latency]",
+            "more alarms",
+            |p| p.alarms.as_ref().unwrap().names == ["checkout-5xx", "checkout-latency"],
+        ),
+        (
+            "tags: {service: checkout, tier: web}",
+            "tags: {service: checkout}",
+            "fewer tags select more",
+            |p| p.alarms.as_ref().unwrap().tags.len() == 1,
+        ),
         ("ok_for: 10m", "ok_for: 30m", "longer ok_for", |p| {
             p.alarms.as_ref().unwrap().ok_for.unwrap().as_secs() == 1800
         }),
@@ -207,14 +245,21 @@ fn each_tightening_is_accepted_and_effective() {
         ("at_least: 1000", "at_least: 5000", "higher request floor", |p| {
             p.bake.as_ref().unwrap().min_requests.as_ref().unwrap().at_least == 5000.0
         }),
-        ("no_unrestored_failure_for: 60m", "no_unrestored_failure_for: 2h", "longer look-back", |p| {
-            p.upstream.as_ref().unwrap().no_unrestored_failure_for.as_secs() == 7200
-        }),
+        (
+            "no_unrestored_failure_for: 60m",
+            "no_unrestored_failure_for: 2h",
+            "longer look-back",
+            |p| p.upstream.as_ref().unwrap().no_unrestored_failure_for.as_secs() == 7200,
+        ),
         (
             "role/ReleaseManager*\"",
             "role/ReleaseManager-Checkout*\"",
             "fewer approvers",
-            |p| p.approval.as_ref().unwrap().approvers[0].as_str().ends_with("ReleaseManager-Checkout*"),
+            |p| {
+                p.approval.as_ref().unwrap().approvers[0]
+                    .as_str()
+                    .ends_with("ReleaseManager-Checkout*")
+            },
         ),
         (
             "no_unrestored_failure_for: 60m",
@@ -240,7 +285,11 @@ fn a_policy_without_checks_gets_the_baselines() {
     let e = merge("version: 1\nname: bare\nmax_wait: 1h\n").expect("adds nothing, loosens nothing");
     assert!(e.windows.is_some() && e.freezes.is_some() && e.alarms.is_some() && e.bake.is_some());
     assert!(e.upstream.is_some() && e.approval.is_some() && e.concurrency.is_some());
-    assert_eq!(e.groups.as_ref().unwrap().0.len(), 1, "the baseline's groups come with its approval");
+    assert_eq!(
+        e.groups.as_ref().unwrap().0.len(),
+        1,
+        "the baseline's groups come with its approval"
+    );
     assert_eq!(e.approval.as_ref().unwrap().on_error, Some(OnError::FailClosed));
 }
 
@@ -324,8 +373,26 @@ fn a_rule_that_loosens_the_top_level_is_refused() {
 
 #[test]
 fn baseline_errors_name_file_line_and_field() {
-    let e = parse_baseline("base.yaml", &RULED.replace("    match:\n      stages: [\"Prod*\"]\n    max_wait", "    match:\n      stage: [\"Prod*\"]\n    max_wait")).unwrap_err();
-    assert!(e.to_string().starts_with("base.yaml:16:7: rules[1].match.stage: unknown field"), "{e}");
-    let e = parse_baseline("base.yaml", "version: 1\nname: org\nmax_wait: 1h\nrules:\n  - name: empty\n").unwrap_err();
-    assert!(e.to_string().contains("rules[0]") && e.to_string().contains("adds nothing"), "{e}");
+    let e = parse_baseline(
+        "base.yaml",
+        &RULED.replace(
+            "    match:\n      stages: [\"Prod*\"]\n    max_wait",
+            "    match:\n      stage: [\"Prod*\"]\n    max_wait",
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("base.yaml:16:7: rules[1].match.stage: unknown field"),
+        "{e}"
+    );
+    let e = parse_baseline(
+        "base.yaml",
+        "version: 1\nname: org\nmax_wait: 1h\nrules:\n  - name: empty\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("rules[0]") && e.to_string().contains("adds nothing"),
+        "{e}"
+    );
 }

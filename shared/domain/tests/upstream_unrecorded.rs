@@ -39,12 +39,18 @@ async fn decide(policy: &str, store: &MemoryStore) -> tollgate_domain::policy::D
 }
 
 async fn record_success(store: &MemoryStore, pipeline: &str) {
-    for (state, time) in [("STARTED", "2026-11-20T12:00:00Z"), ("SUCCEEDED", "2026-11-20T12:20:00Z")] {
+    for (state, time) in [
+        ("STARTED", "2026-11-20T12:00:00Z"),
+        ("SUCCEEDED", "2026-11-20T12:20:00Z"),
+    ] {
         let body = serde_json::json!({"version": "0", "id": format!("{pipeline}-{state}"),
             "detail-type": "CodePipeline Pipeline Execution State Change", "source": "aws.codepipeline",
             "account": "111122223333", "time": time, "region": "eu-west-1", "resources": [],
             "detail": {"pipeline": pipeline, "execution-id": "s-1", "state": state}});
-        store.record(&parse_event(body.to_string().as_bytes()).unwrap()).await.unwrap();
+        store
+            .record(&parse_event(body.to_string().as_bytes()).unwrap())
+            .await
+            .unwrap();
     }
 }
 
@@ -59,7 +65,11 @@ async fn a_pipeline_never_recorded_fails_the_gate_saying_so() {
     assert_eq!(d.outcome, Outcome::Fail, "{}", d.explain());
     let check = d.check(CheckKind::Upstream).unwrap();
     assert_eq!(check.status, CheckStatus::Error);
-    assert!(check.message.contains("no execution of checkout-stagin is recorded"), "{}", check.message);
+    assert!(
+        check.message.contains("no execution of checkout-stagin is recorded"),
+        "{}",
+        check.message
+    );
     assert!(d.summary.contains("upstream"), "{}", d.summary);
 }
 

@@ -1050,15 +1050,28 @@ async fn a_policy_that_loosens_the_baseline_fails_closed_naming_the_field_and_is
     assert_eq!((report.outcome, report.recorded, report.notified), ("fail", true, true));
     let (kind, message) = failure_message(&world.last_answer());
     assert_eq!(kind, FailureKind::JobFailed);
-    assert!(message.contains("loosens the organisation baseline (baseline org)"), "{message}");
-    assert!(message.contains("policies/production.yaml:9:13: bake.duration: 10m is shorter"), "{message}");
+    assert!(
+        message.contains("loosens the organisation baseline (baseline org)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("policies/production.yaml:9:13: bake.duration: 10m is shorter"),
+        "{message}"
+    );
     let recorded = &world.store.decisions()[0];
     assert_eq!(recorded.outcome, Outcome::Fail);
-    assert!(recorded.explanation.contains("bake.duration"), "{}", recorded.explanation);
+    assert!(
+        recorded.explanation.contains("bake.duration"),
+        "{}",
+        recorded.explanation
+    );
     // Without the baseline the same policy passes: the baseline alone refused it.
     let world = World::new(&loosened);
     world.stage("Staging", "SUCCEEDED", now() - Duration::hours(3)).await;
-    assert_eq!(world.run(JOB, "policies/production.yaml", None, now()).await.outcome, "pass");
+    assert_eq!(
+        world.run(JOB, "policies/production.yaml", None, now()).await.outcome,
+        "pass"
+    );
 }
 
 #[tokio::test]
@@ -1072,8 +1085,19 @@ async fn the_baselines_checks_apply_to_a_policy_that_has_none() {
     assert_eq!(report.outcome, "wait");
     let recorded = &world.store.decisions()[0];
     let kinds: Vec<_> = recorded.checks.iter().map(|c| c.check.as_str()).collect();
-    assert_eq!(kinds, ["alarms", "bake", "approval", "max_wait"], "{}", recorded.explanation);
-    assert!(recorded.explanation.contains("merged with baseline org, rule production"), "{}", recorded.explanation);
+    assert_eq!(
+        kinds,
+        ["alarms", "bake", "approval", "max_wait"],
+        "{}",
+        recorded.explanation
+    );
+    assert!(
+        recorded
+            .explanation
+            .contains("merged with baseline org, rule production"),
+        "{}",
+        recorded.explanation
+    );
 }
 
 #[tokio::test]
@@ -1092,7 +1116,10 @@ async fn a_baseline_that_cannot_be_read_or_matched_fails_closed() {
     let report = world.run(JOB, "policies/production.yaml", None, now()).await;
     assert_eq!(report.outcome, "fail");
     let (_, message) = failure_message(&world.last_answer());
-    assert!(message.contains("tags") && message.contains("AccessDeniedException"), "{message}");
+    assert!(
+        message.contains("tags") && message.contains("AccessDeniedException"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

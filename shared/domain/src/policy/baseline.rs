@@ -303,8 +303,11 @@ pub fn parse_baseline(name_for_errors: &str, text: &str) -> Result<Baseline, Pol
         path.extend(p.path.iter().cloned());
         let mut point = prefix;
         point.extend(p.point_at.unwrap_or(p.path));
-        PolicyError::new(file, PolicyErrorKind::Semantic, render_path(&path), p.message)
-            .at(locate(text, &point, &Target::Value))
+        PolicyError::new(file, PolicyErrorKind::Semantic, render_path(&path), p.message).at(locate(
+            text,
+            &point,
+            &Target::Value,
+        ))
     };
     let top = Policy {
         version: doc.version,

@@ -57,8 +57,13 @@ impl MemoryBaselines {
     }
 
     pub fn with_text(self, text: &str) -> Self {
+        self.with_named(DEFAULT_BASELINE_NAME, text)
+    }
+
+    /// A baseline published under `name` (how errors name it: `baseline <name>`).
+    pub fn with_named(self, name: &str, text: &str) -> Self {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ok(PublishedBaseline {
-            name: DEFAULT_BASELINE_NAME.into(),
+            name: name.into(),
             text: text.into(),
             published_at: DateTime::UNIX_EPOCH,
             published_by: "test".into(),
@@ -75,7 +80,11 @@ impl MemoryBaselines {
 #[async_trait]
 impl BaselineSource for MemoryBaselines {
     async fn active_baseline(&self) -> Result<Option<PublishedBaseline>, StoreError> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone().transpose()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .transpose()
     }
 }
 
@@ -150,10 +159,7 @@ pub async fn apply_baseline(
         .await
         .map_err(|e| format!("cannot read the organisation baseline: {e}; failing closed"))?;
     let Some(published) = published else {
-        return Ok(WithBaseline {
-            policy,
-            applied: None,
-        });
+        return Ok(WithBaseline { policy, applied: None });
     };
     let baseline = super::parse_baseline(&format!("baseline {}", published.name), &published.text)
         .map_err(|e| format!("the organisation baseline is invalid ({e}); failing closed"))?;
@@ -176,7 +182,9 @@ pub async fn apply_baseline(
         stage: site.stage,
         tags: pipeline_tags.as_ref(),
     };
-    let applicable = baseline.for_stage(&stage).map_err(|why| format!("{why}; failing closed"))?;
+    let applicable = baseline
+        .for_stage(&stage)
+        .map_err(|why| format!("{why}; failing closed"))?;
     let describe = applicable.describe();
     match super::effective(file, text, &applicable, &policy) {
         Ok(policy) => Ok(WithBaseline {

@@ -58,10 +58,7 @@ impl Merge<'_> {
 pub fn effective_policy(base: &Applicable<'_>, pipeline: &Policy) -> Result<Policy, Vec<Loosening>> {
     let b = base.policy;
     let p = pipeline;
-    let mut m = Merge {
-        base,
-        out: Vec::new(),
-    };
+    let mut m = Merge { base, out: Vec::new() };
 
     // max_wait: a longer wait lets a deployment through later than the baseline allows.
     if p.max_wait > b.max_wait {
@@ -533,7 +530,11 @@ fn merge_alarms(
                     if ba.tags.is_empty() {
                         "none: it names its alarms".to_string()
                     } else {
-                        ba.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                        ba.tags
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 ),
             );
@@ -691,18 +692,16 @@ fn pattern_covers(base: &str, narrower: &str) -> bool {
 
 /// [`effective_policy`] with each loosening as a [`PolicyError`] naming the pipeline policy's file, line and
 /// column (found in `text`, the policy's source) and its field.
-pub fn effective(
-    file: &str,
-    text: &str,
-    base: &Applicable<'_>,
-    pipeline: &Policy,
-) -> Result<Policy, Vec<PolicyError>> {
+pub fn effective(file: &str, text: &str, base: &Applicable<'_>, pipeline: &Policy) -> Result<Policy, Vec<PolicyError>> {
     effective_policy(base, pipeline).map_err(|loosenings| {
         loosenings
             .into_iter()
             .map(|l| {
-                PolicyError::new(file, PolicyErrorKind::Loosens, render_path(&l.path), l.message)
-                    .at(locate(text, &l.path, &Target::Value))
+                PolicyError::new(file, PolicyErrorKind::Loosens, render_path(&l.path), l.message).at(locate(
+                    text,
+                    &l.path,
+                    &Target::Value,
+                ))
             })
             .collect()
     })
