@@ -419,7 +419,6 @@ pub fn effective_policy(base: &Applicable<'_>, pipeline: &Policy) -> Result<Poli
         }
     };
 
-    // A check the pipeline's policy adds may be fail_open only where the baseline allows it, when it sets a default.
     if !m.out.is_empty() {
         return Err(m.out);
     }
