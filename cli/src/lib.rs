@@ -7,6 +7,7 @@ pub mod controls;
 pub mod demo;
 pub mod dlq;
 pub mod local;
+pub mod policy_cmd;
 pub mod render;
 pub mod replay;
 pub mod report;

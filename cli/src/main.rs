@@ -252,7 +252,56 @@ enum PolicyCommand {
     Validate {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Also check each file against this organisation baseline: every loosened field is an error.
+        #[arg(long, value_name = "BASE")]
+        baseline: Option<PathBuf>,
+        #[command(flatten)]
+        stage: StageSel,
     },
+    /// Prints the effective policy (the baseline merged with FILE) as a policy in the same format; exits non-zero,
+    /// naming each field, if FILE loosens the baseline.
+    Effective {
+        #[arg(long, value_name = "BASE")]
+        baseline: PathBuf,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        stage: StageSel,
+    },
+    /// Validates an organisation baseline and writes it to the table (item BASELINE#<name>), as the caller.
+    PublishBaseline {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The baseline's name: the gate applies the one its TOLLGATE_BASELINE names (default `default`).
+        #[arg(long, default_value = tollgate_domain::gate::policy::DEFAULT_BASELINE_NAME)]
+        name: String,
+        #[command(flatten)]
+        table: TableArgs,
+    },
+}
+
+/// The stage a policy is for, for the baseline's rules (without --stage, every rule is checked).
+#[derive(clap::Args, Clone)]
+struct StageSel {
+    /// The stage the policy gates.
+    #[arg(long)]
+    stage: Option<String>,
+    /// The pipeline (for rules matching pipeline names).
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// A pipeline tag KEY=VALUE (for rules matching tags); repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tollgate::policy_cmd::parse_tag)]
+    tags: Vec<(String, String)>,
+}
+
+impl StageSel {
+    fn args(self) -> tollgate::policy_cmd::StageArgs {
+        tollgate::policy_cmd::StageArgs {
+            stage: self.stage,
+            pipeline: self.pipeline,
+            tags: self.tags.into_iter().collect(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -280,6 +329,14 @@ enum GateCommand {
         region: Option<String>,
         #[command(flatten)]
         table: TableArgs,
+        /// Evaluate the policy merged with this organisation baseline; a loosening is a FAIL naming each field.
+        #[arg(long, value_name = "BASE")]
+        baseline: Option<PathBuf>,
+        /// A pipeline tag KEY=VALUE for the baseline's rules (default: the pipeline's tags, read from CodePipeline).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tollgate::policy_cmd::parse_tag)]
+        tags: Vec<(String, String)>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 }
 
@@ -453,6 +510,9 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<tollgate::policy_cmd::ExitWith>().is_some() => {
+            ExitCode::from(e.downcast_ref::<tollgate::policy_cmd::ExitWith>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             eprintln!("tollgate: {e}");
             ExitCode::FAILURE
@@ -668,8 +728,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             return simulate_command(&opts, &out, send_to_bus.as_deref()).await;
         }
         Command::Policy {
-            command: PolicyCommand::Validate { files },
-        } => return policy_validate(&files),
+            command: PolicyCommand::Validate { files, baseline, stage },
+        } => return policy_validate(&files, baseline.as_deref(), stage.args()),
+        Command::Policy {
+            command: PolicyCommand::Effective { baseline, file, stage },
+        } => return policy_effective(&baseline, &file, stage.args()),
+        Command::Policy {
+            command: PolicyCommand::PublishBaseline { file, name, table },
+        } => return publish_baseline(&file, &name, &table).await,
         Command::Gate {
             command:
                 GateCommand::Explain {
@@ -680,6 +746,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     account,
                     region,
                     table,
+                    baseline,
+                    tags,
+                    format,
                 },
         } => {
             let key = tollgate_domain::record::keys::PipelineKey {
@@ -687,7 +756,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 region: region.unwrap_or_default(),
                 pipeline,
             };
-            return gate_explain(&policy, key, &stage, execution, &table).await;
+            let baseline = ExplainBaseline {
+                file: baseline,
+                tags: (!tags.is_empty()).then(|| tags.into_iter().collect()),
+            };
+            return gate_explain(&policy, key, &stage, execution, &table, &baseline, format).await;
         }
     };
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
@@ -932,15 +1005,26 @@ async fn simulate_command(
     Ok(())
 }
 
-/// `tollgate policy validate FILE...`: every file's result; an error if any file is invalid.
-fn policy_validate(files: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> {
+/// `tollgate policy validate [--baseline BASE] FILE...`: every file's result; an error if any file is invalid or
+/// loosens the baseline.
+fn policy_validate(
+    files: &[PathBuf],
+    baseline: Option<&std::path::Path>,
+    stage: tollgate::policy_cmd::StageArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let baseline = match baseline {
+        Some(b) => Some(tollgate::policy_cmd::read_baseline(b).map_err(|e| format!("the baseline: {e}"))?),
+        None => None,
+    };
     let mut invalid = 0;
     for file in files {
-        match tollgate_domain::gate::policy::validate_file(file) {
-            Ok(policy) => outln!("{}: ok (policy {})", file.display(), policy.name),
-            Err(e) => {
+        match tollgate::policy_cmd::validate_one(file, baseline.as_ref(), &stage) {
+            Ok(line) => outln!("{line}"),
+            Err(errors) => {
                 invalid += 1;
-                outln!("{e}");
+                for e in errors {
+                    outln!("{e}");
+                }
             }
         }
     }
@@ -950,14 +1034,67 @@ fn policy_validate(files: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
+/// `tollgate policy effective --baseline BASE FILE`: the merged policy as YAML, or every loosening.
+fn policy_effective(
+    baseline: &std::path::Path,
+    file: &std::path::Path,
+    stage: tollgate::policy_cmd::StageArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let baseline = tollgate::policy_cmd::read_baseline(baseline).map_err(|e| format!("the baseline: {e}"))?;
+    match tollgate::policy_cmd::effective_yaml(&baseline, file, &stage) {
+        Ok(yaml) => {
+            out!("{yaml}");
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            Err(format!("{} loosens the baseline in {} field(s)", file.display(), errors.len()).into())
+        }
+    }
+}
+
+/// `tollgate policy publish-baseline FILE`: validated, then written to the table as the caller.
+async fn publish_baseline(
+    file: &std::path::Path,
+    name: &str,
+    table: &TableArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let text = tollgate::policy_cmd::read_text(file)?;
+    let baseline = tollgate_domain::gate::policy::parse_baseline(&file.display().to_string(), &text)?;
+    let sdk = tollgate_aws::config::sdk_config().await;
+    let by = caller_arn(&sdk).await?;
+    let store =
+        tollgate_aws::baselines::DynamoDbBaselines::new(aws_sdk_dynamodb::Client::new(&sdk), &table.table, name);
+    store.publish(&text, &by, chrono::Utc::now()).await?;
+    outln!(
+        "published baseline {name} ({}, {} rule(s)) to table {} as {by}",
+        baseline.name,
+        baseline.rules.len(),
+        table.table
+    );
+    Ok(())
+}
+
+/// `gate explain`'s baseline: a file, and the pipeline's tags when given on the command line.
+struct ExplainBaseline {
+    file: Option<PathBuf>,
+    tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
 /// `tollgate gate explain`: the policy evaluated now with live facts, explained. An empty region is the SDK's.
+/// Exits 0 on PASS, 1 on FAIL, 2 on WAIT.
 async fn gate_explain(
     policy_file: &std::path::Path,
     mut key: tollgate_domain::record::keys::PipelineKey,
     stage: &str,
     execution: Option<String>,
     table: &TableArgs,
+    baseline: &ExplainBaseline,
+    format: Format,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    use tollgate::policy_cmd::{outcome_status, ExitWith};
     use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
     use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
     use tollgate_aws::gate_store::DynamoDbGateStore;
@@ -980,6 +1117,47 @@ async fn gate_explain(
             .region(aws_config::Region::new(key.region.clone()))
             .build();
     }
+    // The baseline first: a policy that loosens it fails before any fact is read, as in the gate.
+    let (policy, merged_with) = match &baseline.file {
+        None => (policy, None),
+        Some(file) => {
+            let text = tollgate::policy_cmd::read_text(policy_file)?;
+            let tags: Box<dyn tollgate_domain::gate::policy::PipelineTags> = match &baseline.tags {
+                Some(t) => Box::new(tollgate_domain::gate::policy::MemoryPipelineTags::from_map(t.clone())),
+                None => Box::new(tollgate_aws::baselines::CodePipelinePipelineTags::from_sdk_config(&sdk)),
+            };
+            let base_text = tollgate::policy_cmd::read_text(file)?;
+            let source =
+                tollgate_domain::gate::policy::MemoryBaselines::new().with_named(&file.display().to_string(), &base_text);
+            let site = tollgate_domain::gate::policy::GateSite {
+                account: &key.account,
+                region: &key.region,
+                pipeline: &key.pipeline,
+                stage,
+            };
+            let name = policy_file.display().to_string();
+            match tollgate_domain::gate::policy::apply_baseline(&source, tags.as_ref(), site, &name, &text, policy).await {
+                Ok(w) => (w.policy, w.applied),
+                Err(why) => {
+                    match format {
+                        Format::Text => {
+                            outln!("{} / {}, policy {}", key.pipeline, stage, policy_file.display());
+                            outln!("FAIL: {why}");
+                        }
+                        Format::Json => outln!(
+                            "{}",
+                            serde_json::to_string_pretty(&serde_json::json!({
+                                "pipeline": key.pipeline, "stage": stage, "policy_file": name,
+                                "baseline_file": file.display().to_string(),
+                                "outcome": "fail", "summary": why, "checks": [],
+                            }))?
+                        ),
+                    }
+                    return Err(ExitWith(1).into());
+                }
+            }
+        }
+    };
     let store = tollgate_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.table.clone(), 400);
     let execution_id = match execution {
         Some(id) => id,
@@ -1031,15 +1209,38 @@ async fn gate_explain(
         Some(o) => apply_override(&policy, &mut decision, &o).0,
         None => decision.explain(),
     };
-    outln!(
-        "{} / {} (execution {}), policy {} ({})",
-        ctx.pipeline,
-        ctx.stage,
-        ctx.execution_id,
-        policy.name,
-        policy_file.display()
-    );
-    out!("{explanation}");
+    let status = outcome_status(&decision.outcome);
+    match format {
+        Format::Text => {
+            outln!(
+                "{} / {} (execution {}), policy {} ({})",
+                ctx.pipeline,
+                ctx.stage,
+                ctx.execution_id,
+                policy.name,
+                policy_file.display()
+            );
+            if let Some(m) = &merged_with {
+                outln!("merged with {m}");
+            }
+            out!("{explanation}");
+        }
+        Format::Json => {
+            let mut doc = serde_json::json!({
+                "pipeline": ctx.pipeline, "stage": ctx.stage, "execution_id": ctx.execution_id,
+                "policy": policy.name, "policy_file": policy_file.display().to_string(), "baseline": merged_with,
+                "outcome": tollgate_domain::gate::outcome_word(&decision.outcome),
+                "summary": decision.summary, "checks": decision.checks, "explanation": explanation,
+            });
+            if let tollgate_domain::gate::policy::Outcome::Wait { recheck_at } = decision.outcome {
+                doc["recheck_at"] = serde_json::json!(recheck_at);
+            }
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+    }
+    if status != 0 {
+        return Err(ExitWith(status).into());
+    }
     Ok(())
 }
 

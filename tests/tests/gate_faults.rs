@@ -218,6 +218,8 @@ async fn fault_free_answer(seed: u64, case: Case) -> Answer {
         watches: &watches,
         audit: &audit,
         notifier: &notifier,
+        baselines: &tollgate_domain::gate::policy::MemoryBaselines::new(),
+        pipeline_tags: &tollgate_domain::gate::policy::MemoryPipelineTags::new(&[]),
     };
     let _ = handle(&job_event(&job_id), &ports, now()).await;
     answer_of(&jobs, &job_id)
@@ -282,6 +284,8 @@ async fn gate_under_thirty_percent_faults_never_passes_what_it_would_not_pass_wi
             watches: &watches,
             audit: &timelines,
             notifier: &notifier,
+            baselines: &tollgate_domain::gate::policy::MemoryBaselines::new(),
+            pipeline_tags: &tollgate_domain::gate::policy::MemoryPipelineTags::new(&[]),
         };
         let _ = handle(&job_event(&job_id), &ports, now()).await;
         let got = answer_of(&jobs, &job_id);

@@ -11,6 +11,9 @@ pub struct Config {
     pub topic_arn: String,
     /// `TOLLGATE_RETENTION_DAYS` (default 400): how long decisions are kept before DynamoDB's TTL removes them.
     pub retention_days: i64,
+    /// `TOLLGATE_BASELINE` (default `default`): the organisation baseline applied to every policy (table item
+    /// `BASELINE#<name>`); with none published, the pipeline's policy alone.
+    pub baseline_name: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,6 +48,9 @@ impl Config {
             table_name: env.required("TOLLGATE_TABLE_NAME")?,
             topic_arn: env.required("TOLLGATE_TOPIC_ARN")?,
             retention_days: env.retention_days()?,
+            baseline_name: env
+                .optional("TOLLGATE_BASELINE")
+                .unwrap_or_else(|| tollgate_domain::gate::policy::DEFAULT_BASELINE_NAME.to_string()),
         })
     }
 }

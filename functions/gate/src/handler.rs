@@ -5,6 +5,8 @@
 //! 3. GetJobDetails says which pipeline, stage and execution the job is for.
 //! 4. UserParameters name the policy; it is read from the input artifact with the job's credentials, parsed and
 //!    overridden. Any problem there fails the job with the error (file, line, field): never a crash, never a retry.
+//!    With an organisation baseline deployed, the policy is merged with it (`policy::apply_baseline`): a policy that
+//!    loosens the baseline fails the job closed, naming each loosened field with its file and line.
 //! 5. Active ad-hoc freezes of the pipeline and of `global` join the policy's freezes; the facts the policy needs are
 //!    gathered (`tollgate_domain::gate::gather_facts`) and the policy evaluated. An override of this execution's
 //!    stage by an authorised approver then makes it pass, every check still explained; any other is refused, saying
@@ -26,8 +28,6 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
-use tollgate_domain::gate::policy::{evaluate, parse_policy, parse_user_parameters, Outcome};
-use tollgate_domain::gate::AlarmWatches;
 use tollgate_domain::gate::{
     answer_for, apply_override, claim_deployment_lease, freeze_scopes, gate_blocked_notification, gather_facts,
     register_alarm_watches, truncate_with_note, watched_alarms, with_ad_hoc_freezes, AlarmStates, AnswerSent,
@@ -35,7 +35,11 @@ use tollgate_domain::gate::{
     GateDecision, GateDecisions, JobAnswer, JobApiError, JobContext, LeaseResult, MetricTotals, PipelineJobs,
     PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
 };
+use tollgate_domain::gate::AlarmWatches;
 use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::gate::policy::{
+    apply_baseline, evaluate, parse_policy, parse_user_parameters, BaselineSource, GateSite, Outcome, PipelineTags,
+};
 use tollgate_domain::record::ports::TimelineQueries;
 use tollgate_domain::tell::ports::Notifier;
 
@@ -59,6 +63,10 @@ pub struct Ports<'a> {
     /// Every new decision is appended to the pipeline's audit trail.
     pub audit: &'a dyn AuditLog,
     pub notifier: &'a dyn Notifier,
+    /// The organisation baseline (none deployed: the pipeline's policy alone).
+    pub baselines: &'a dyn BaselineSource,
+    /// Pipeline tags, for baseline rules that match on them.
+    pub pipeline_tags: &'a dyn PipelineTags,
 }
 
 /// What an invocation did (the function's response, and a log line).
@@ -345,6 +353,26 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>, alarms: &m
             )
         }
     };
+    // The organisation baseline: the policy may only tighten it. A loosening fails the gate closed, naming each field.
+    let site = GateSite {
+        account: &context.account,
+        region: &context.region,
+        pipeline: &context.pipeline,
+        stage: &context.stage,
+    };
+    let (policy, baseline) = match apply_baseline(
+        ports.baselines,
+        ports.pipeline_tags,
+        site,
+        &text.path,
+        &text.text,
+        policy,
+    )
+    .await
+    {
+        Ok(w) => (w.policy, w.applied),
+        Err(why) => return failed(d, FailureKind::JobFailed, why),
+    };
     let freezes = match ports.controls.active_freezes(&freeze_scopes(&context)).await {
         Ok(f) => f,
         Err(e) => {
@@ -416,6 +444,10 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>, alarms: &m
     d.outcome = decision.outcome.clone();
     d.summary = decision.summary.clone();
     d.explanation = explanation.unwrap_or_else(|| decision.explain());
+    if let Some(baseline) = baseline {
+        d.explanation
+            .push_str(&format!("  (policy {} merged with {baseline})\n", text.path));
+    }
     d.checks = decision.checks;
     d
 }

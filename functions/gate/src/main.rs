@@ -8,6 +8,7 @@ use serde_json::Value;
 use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
 use tollgate_aws::alarm_watches::DynamoDbAlarmWatches;
 use tollgate_aws::artifacts::S3ArtifactPolicies;
+use tollgate_aws::baselines::{CodePipelinePipelineTags, DynamoDbBaselines};
 use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
 use tollgate_aws::codepipeline_jobs::CodePipelineJobs;
 use tollgate_aws::gate_store::DynamoDbGateStore;
@@ -22,8 +23,11 @@ async fn main() -> Result<(), Error> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let timelines = DynamoDbStore::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
     let watches = DynamoDbAlarmWatches::new(dynamodb.clone(), config.table_name.clone());
+    let baselines = DynamoDbBaselines::new(dynamodb.clone(), config.table_name.clone(), config.baseline_name);
     let store = DynamoDbGateStore::new(dynamodb, config.table_name, config.retention_days);
-    let jobs = CodePipelineJobs::new(aws_sdk_codepipeline::Client::new(&sdk));
+    let codepipeline = aws_sdk_codepipeline::Client::new(&sdk);
+    let pipeline_tags = CodePipelinePipelineTags::new(codepipeline.clone());
+    let jobs = CodePipelineJobs::new(codepipeline);
     let policies = S3ArtifactPolicies::new(&sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
     // Alarms by name from DescribeAlarms; `alarms.tags` resolved to names first by tag:GetResources.
@@ -46,6 +50,8 @@ async fn main() -> Result<(), Error> {
         watches: &watches,
         audit: &timelines,
         notifier: &notifier,
+        baselines: &baselines,
+        pipeline_tags: &pipeline_tags,
     };
     let ports = &ports;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

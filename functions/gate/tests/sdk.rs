@@ -228,6 +228,8 @@ async fn run_with_tagging(
         watches: &watches,
         audit: &audit,
         notifier: &notifier,
+        baselines: &tollgate_domain::gate::policy::MemoryBaselines::new(),
+        pipeline_tags: &tollgate_domain::gate::policy::MemoryPipelineTags::new(&[]),
     };
     handle(&job_event(user_parameters), &ports, now()).await.unwrap()
 }

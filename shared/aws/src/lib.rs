@@ -5,6 +5,7 @@
 pub mod alarm_tags;
 pub mod alarm_watches;
 pub mod artifacts;
+pub mod baselines;
 pub mod changeset;
 pub mod chat_auth;
 pub mod cloudwatch;

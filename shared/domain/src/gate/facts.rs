@@ -304,6 +304,11 @@ pub(super) async fn unrestored_failure_at<Q: TimelineQueries + ?Sized>(
         .executions(&ctx.pipeline_key(&check.pipeline), EXECUTIONS_READ)
         .await
         .map_err(|e| e.to_string())?;
+    // A pipeline never recorded vouches for nothing: a typo in its name must not read as "no failures".
+    if executions.is_empty() {
+        return Err(never_recorded(ctx, &check.pipeline, None));
+    }
+    let mut stage_seen = check.stage.is_none();
     // (end time, failed) of each finished run of the pipeline or stage.
     let mut ends: Vec<(DateTime<Utc>, bool)> = Vec::new();
     for summary in &executions {
@@ -317,7 +322,10 @@ pub(super) async fn unrestored_failure_at<Q: TimelineQueries + ?Sized>(
                     .await
                     .map_err(|e| format!("execution {}: {e}", summary.key.execution_id))?;
                 match timeline.as_ref().and_then(|t| t.stage(stage)) {
-                    Some(s) => (s.state.clone(), s.ended_at),
+                    Some(s) => {
+                        stage_seen = true;
+                        (s.state.clone(), s.ended_at)
+                    }
                     None => continue,
                 }
             }
@@ -330,12 +338,28 @@ pub(super) async fn unrestored_failure_at<Q: TimelineQueries + ?Sized>(
             }
         }
     }
+    if !stage_seen {
+        return Err(never_recorded(ctx, &check.pipeline, check.stage.as_deref()));
+    }
     let last_failure = ends.iter().filter(|(_, failed)| *failed).map(|(t, _)| *t).max();
     let last_success = ends.iter().filter(|(_, failed)| !*failed).map(|(t, _)| *t).max();
     Ok(match (last_failure, last_success) {
         (Some(f), Some(s)) if s > f => None,
         (f, _) => f,
     })
+}
+
+/// Why an upstream with no recorded run cannot be evaluated.
+fn never_recorded(ctx: &JobContext, pipeline: &str, stage: Option<&str>) -> String {
+    let what = match stage {
+        None => format!("no execution of {pipeline}"),
+        Some(stage) => format!("no execution of {pipeline} that ran stage {stage}"),
+    };
+    format!(
+        "{what} is recorded in account {} region {} (among its latest {EXECUTIONS_READ}): check the name, and that \
+         its events reach Tollgate; an upstream never seen is not a healthy one",
+        ctx.account, ctx.region
+    )
 }
 pub fn alarm_key(account: &str, region: &str, alarm_name: &str) -> String {
     format!("{account}/{region}/{alarm_name}")

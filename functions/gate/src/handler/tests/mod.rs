@@ -19,6 +19,7 @@ use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::{EventRecorder, StoreError};
 use tollgate_domain::tell::notify::NotificationKind;
+use tollgate_domain::gate::policy::{MemoryBaselines, MemoryPipelineTags};
 
 use super::*;
 
@@ -80,6 +81,8 @@ struct World {
     /// Leases other than the store's, for races and errors.
     leases: Option<Arc<dyn DeploymentLeases>>,
     watches: MemoryAlarmWatches,
+    baselines: MemoryBaselines,
+    pipeline_tags: MemoryPipelineTags,
 }
 
 impl World {
@@ -98,6 +101,8 @@ impl World {
             audit: Default::default(),
             leases: None,
             watches: MemoryAlarmWatches::new(),
+            baselines: MemoryBaselines::new(),
+            pipeline_tags: MemoryPipelineTags::new(&[]),
         }
     }
 
@@ -115,6 +120,8 @@ impl World {
             watches: &self.watches,
             audit: &self.audit,
             notifier: &self.notifier,
+            baselines: &self.baselines,
+            pipeline_tags: &self.pipeline_tags,
         }
     }
 
@@ -757,4 +764,5 @@ fn an_override(by: &str) -> OverrideRecord {
     }
 }
 
+mod baseline;
 mod controls;

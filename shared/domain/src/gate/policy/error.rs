@@ -33,6 +33,8 @@ pub enum PolicyErrorKind {
     UserParameters,
     /// An override's value cannot be applied to this policy.
     Override,
+    /// The pipeline's policy loosens or removes a check of the organisation baseline (`policy/tighten.rs`).
+    Loosens,
 }
 
 /// Why a policy (or the UserParameters naming it) was refused. Displays as
@@ -66,7 +68,7 @@ impl fmt::Display for PolicyError {
 }
 
 impl PolicyError {
-    pub(crate) fn new(file: &str, kind: PolicyErrorKind, path: Option<String>, message: impl Into<String>) -> Self {
+    pub fn new(file: &str, kind: PolicyErrorKind, path: Option<String>, message: impl Into<String>) -> Self {
         PolicyError {
             file: file.to_string(),
             location: None,
@@ -76,7 +78,7 @@ impl PolicyError {
         }
     }
 
-    pub(crate) fn at(mut self, location: Option<Location>) -> Self {
+    pub fn at(mut self, location: Option<Location>) -> Self {
         self.location = location;
         self
     }

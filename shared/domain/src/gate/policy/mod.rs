@@ -11,16 +11,24 @@
 //! The format is documented in `docs/policy.md`; `policies/production.yaml` uses every feature.
 
 mod approvers;
+mod baseline;
+mod baseline_store;
 mod checks;
 mod error;
 mod evaluate;
 mod model;
 mod overrides;
 mod parse;
+mod tighten;
 pub mod window;
 
 pub use approvers::{
     authorise_approver, authorise_by_check, groups_of, who_may_approve, Authorisation, AuthorisedBy, Refusal,
+};
+pub use baseline::{parse_baseline, Applicable, Baseline, BaselineRule, ErrorCheck, StageMatch, StageRef};
+pub use baseline_store::{
+    apply_baseline, baseline_pk, BaselineSource, GateSite, MemoryBaselines, MemoryPipelineTags, PipelineTags,
+    PublishedBaseline, WithBaseline, DEFAULT_BASELINE_NAME,
 };
 pub use error::{Location, PolicyError, PolicyErrorKind};
 pub use evaluate::{
@@ -34,3 +42,4 @@ pub use model::{
 };
 pub use overrides::{parse_user_parameters, UserParameters, OVERRIDE_PATHS, USER_PARAMETERS};
 pub use parse::{parse_policy, validate_file, MAX_POLICY_BYTES};
+pub use tighten::{effective, effective_policy, Loosening};

@@ -769,7 +769,7 @@ impl Serialize for Groups {
 // Field helpers.
 
 /// A present key must hold a value: `approval:` with nothing under it is an error, not a disabled check.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

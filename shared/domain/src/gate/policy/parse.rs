@@ -77,7 +77,7 @@ pub(crate) struct Problem {
 }
 
 impl Problem {
-    fn new(path: Vec<Seg>, message: impl Into<String>) -> Problem {
+    pub(crate) fn new(path: Vec<Seg>, message: impl Into<String>) -> Problem {
         Problem {
             path,
             point_at: None,
@@ -167,7 +167,7 @@ pub const MAX_FLOW_DEPTH: usize = 32;
 /// in quoted or block text (`*` after `/`, as in ARN patterns, is fine; elsewhere quote-and-rephrase);
 /// and line breaks other than LF and CRLF (a lone CR, NEL, LS, PS), which YAML honours and a line scan would not, are
 /// refused.
-fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
+pub(crate) fn prescan(file: &str, text: &str) -> Result<(), PolicyError> {
     let refuse = |line: usize, column: usize, message: String| {
         Err(PolicyError::new(file, PolicyErrorKind::Syntax, None, message).at(Some(Location { line, column })))
     };
@@ -268,7 +268,7 @@ fn unrepresentable_escape(after: &[char]) -> Option<String> {
     matches!(code, 0x7f..=0x9f | 0x2028 | 0x2029).then(|| format!("{kind}{hex}"))
 }
 
-fn location_of(e: &serde_yaml::Error) -> Option<Location> {
+pub(crate) fn location_of(e: &serde_yaml::Error) -> Option<Location> {
     e.location().map(|l| Location {
         line: l.line(),
         column: l.column(),
@@ -286,7 +286,7 @@ pub(crate) fn segs_of(path: &serde_path_to_error::Path) -> Vec<Seg> {
 }
 
 /// An error of the typed pass, with serde_yaml's position and serde_path_to_error's path.
-fn shape_error(file: &str, text: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> PolicyError {
+pub(crate) fn shape_error(file: &str, text: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> PolicyError {
     let mut segs = segs_of(e.path());
     let mut location = location_of(e.inner());
     let mut message = clean_message(&e.inner().to_string(), &segs);
