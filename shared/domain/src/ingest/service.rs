@@ -13,7 +13,8 @@ use crate::record::ports::{EventRecorder, Mark, Recorded, Rejected, StoreError, 
 use crate::record::query::link_runs;
 use crate::record::timeline::{is_failure, ExecutionTimeline};
 use crate::tell::notify::{
-    deployment_notifications, execution_notifications, stack_notifications, Notification, NotificationKind,
+    deployment_notifications, execution_notifications, restore_undecided, stack_notifications, Notification,
+    NotificationKind,
 };
 use crate::tell::ports::Notifier;
 
@@ -255,6 +256,14 @@ where
                 } else {
                     None
                 };
+                if let Some(previous) = previous.as_deref() {
+                    if restore_undecided(key, &now, previous) && ctx.receive_count <= self.failure_wait.defer_receives {
+                        return Err(RetryableError::Deferred(format!(
+                            "execution {} succeeded but an earlier execution's end is not recorded yet",
+                            key.execution_id
+                        )));
+                    }
+                }
                 let due = execution_notifications(key, &was, &now, previous.as_deref());
                 let failure_to_tell = due.iter().any(|n| {
                     matches!(

@@ -336,20 +336,19 @@ pub fn execution_notifications(
 }
 
 /// If the last completed execution before `this` failed, returns when the run of failures began and how many
-/// executions failed in it.
+/// executions failed in it. Each earlier execution is read as it stood when `this` ended (states recorded after that
+/// are ignored), so an execution that failed only later never makes `this` a restore, whatever the delivery order.
 fn failure_streak(
     key: &ExecutionKey,
     this: &ExecutionTimeline,
     previous: &[ExecutionSummary],
 ) -> Option<(DateTime<Utc>, usize)> {
     let this_start = this.started_at.or(this.ended_at)?;
+    let this_end = this.ended_at;
     let mut first_failure = None;
     let mut count = 0;
-    for summary in previous
-        .iter()
-        .filter(|s| s.key.execution_id != key.execution_id && s.started_at < this_start)
-    {
-        let r = summary.resolved();
+    for summary in earlier(key, this_start, previous) {
+        let r = as_of(summary, this_end);
         match r.state.as_str() {
             s if is_failure(s) => {
                 first_failure = r.ended_at.or(Some(summary.started_at));
@@ -361,6 +360,51 @@ fn failure_streak(
         }
     }
     first_failure.map(|t| (t, count))
+}
+
+/// Whether deciding that `this` success is (or is not) a restore depends on an earlier execution whose end is not
+/// recorded yet: one started before `this` and still running as far as the record goes. In time order that is an
+/// execution that overlaps `this`; delivered out of order it may be one whose end is late, so the caller waits for a
+/// redelivery (a bounded number of times) before deciding.
+pub fn restore_undecided(key: &ExecutionKey, this: &ExecutionTimeline, previous: &[ExecutionSummary]) -> bool {
+    let Some(this_start) = this.started_at.or(this.ended_at) else {
+        return false;
+    };
+    for summary in earlier(key, this_start, previous) {
+        let r = as_of(summary, this.ended_at);
+        match r.state.as_str() {
+            "SUCCEEDED" => return false,
+            s if crate::record::timeline::is_terminal(s) => continue,
+            _ => return true,
+        }
+    }
+    false
+}
+
+fn earlier<'a>(
+    key: &'a ExecutionKey,
+    this_start: DateTime<Utc>,
+    previous: &'a [ExecutionSummary],
+) -> impl Iterator<Item = &'a ExecutionSummary> {
+    previous
+        .iter()
+        .filter(move |s| s.key.execution_id != key.execution_id && s.started_at < this_start)
+}
+
+/// An execution's state as it stood at `at` (all of it when `at` is unknown).
+fn as_of(summary: &ExecutionSummary, at: Option<DateTime<Utc>>) -> crate::record::timeline::Resolved {
+    match at {
+        None => summary.resolved(),
+        Some(at) => {
+            let states: Vec<_> = summary
+                .pipeline_states
+                .iter()
+                .filter(|(t, _)| *t <= at)
+                .cloned()
+                .collect();
+            crate::record::timeline::resolve_states(&states)
+        }
+    }
 }
 
 fn stamp(t: Option<DateTime<Utc>>) -> String {
