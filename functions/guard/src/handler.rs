@@ -42,6 +42,8 @@ pub struct BatchStats {
     pub rolled_back: u32,
     pub refused: u32,
     pub notified: u32,
+    pub unhandled: u32,
+    pub waiting: u32,
     pub already_handled: u32,
     pub restored: u32,
     pub skipped: u32,
@@ -74,6 +76,8 @@ pub async fn handle_batch(deps: &Deps<'_>, event: SqsEvent, now: DateTime<Utc>) 
                 stats.rolled_back += report.rolled_back;
                 stats.refused += report.refused;
                 stats.notified += report.notified;
+                stats.unhandled += report.unhandled;
+                stats.waiting += report.waiting;
                 stats.already_handled += report.already_handled;
                 stats.restored += report.restored;
                 if let Some(why) = &report.skipped {
@@ -100,7 +104,7 @@ pub async fn handle_batch(deps: &Deps<'_>, event: SqsEvent, now: DateTime<Utc>) 
 
 async fn handle_message(deps: &Deps<'_>, record: &SqsMessage, message_id: &str, now: DateTime<Utc>) -> Handled {
     let body = record.body.as_deref().unwrap_or_default();
-    let signal = match parse_event(body.as_bytes()) {
+    let mut signal = match parse_event(body.as_bytes()) {
         Ok(event) => match AlarmSignal::from_event(&event) {
             Some(signal) => signal,
             None => {
@@ -113,6 +117,7 @@ async fn handle_message(deps: &Deps<'_>, record: &SqsMessage, message_id: &str, 
         },
         Err(e) => return keep(deps, record, message_id, format!("cannot parse the message: {e}"), body).await,
     };
+    signal.suppressed_by = suppressed_by(body);
     if let Some(home) = &deps.home {
         if signal.account != home.account || signal.region != home.region {
             return Handled::Done(GuardReport {
@@ -129,6 +134,31 @@ async fn handle_message(deps: &Deps<'_>, record: &SqsMessage, message_id: &str, 
         Err(GuardError::Retry(reason)) => Handled::Retry(reason),
         Err(GuardError::Failed(reason)) => keep(deps, record, message_id, reason, body).await,
     }
+}
+
+/// A composite alarm's `detail.state.actionsSuppressedBy` (`Alarm`, `WaitPeriod`, `ExtensionPeriod`), with its
+/// `actionsSuppressedReason`: the ALARM's actions are suppressed, so the guard's are too.
+fn suppressed_by(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        detail: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        state: State,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct State {
+        actions_suppressed_by: Option<String>,
+        actions_suppressed_reason: Option<String>,
+    }
+    let state = serde_json::from_str::<Event>(body).ok()?.detail.state;
+    let by = state.actions_suppressed_by.filter(|b| !b.trim().is_empty())?;
+    Some(match state.actions_suppressed_reason {
+        Some(reason) if !reason.is_empty() => format!("{by}: {reason}"),
+        _ => by,
+    })
 }
 
 /// Keeps a message that cannot be handled, with the reason; if even that fails, the message goes back to the queue.
@@ -190,6 +220,7 @@ mod tests {
                         deployment_id: "d-RAPGQL0KO".into(),
                         status: "IN_PROGRESS".into(),
                         finished_at: None,
+                        rollback: None,
                     },
                 },
             );

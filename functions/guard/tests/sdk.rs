@@ -9,9 +9,12 @@ use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
 use aws_sdk_cloudformation::operation::rollback_stack::RollbackStackError;
 use aws_sdk_cloudformation::types::{Stack, StackStatus};
 use aws_sdk_codedeploy::operation::batch_get_deployment_groups::BatchGetDeploymentGroupsOutput;
+use aws_sdk_codedeploy::operation::batch_get_deployments::BatchGetDeploymentsOutput;
 use aws_sdk_codedeploy::operation::stop_deployment::{StopDeploymentError, StopDeploymentOutput};
 use aws_sdk_codedeploy::types::error::DeploymentAlreadyCompletedException;
-use aws_sdk_codedeploy::types::{Alarm, AlarmConfiguration, DeploymentGroupInfo, StopStatus};
+use aws_sdk_codedeploy::types::{
+    Alarm, AlarmConfiguration, DeploymentGroupInfo, DeploymentInfo, DeploymentStatus, StopStatus,
+};
 use aws_sdk_codepipeline::operation::get_pipeline_state::GetPipelineStateOutput;
 use aws_sdk_codepipeline::operation::list_pipeline_executions::ListPipelineExecutionsOutput;
 use aws_sdk_codepipeline::operation::rollback_stage::RollbackStageOutput;
@@ -112,6 +115,16 @@ fn discovery_rules(stack_status: StackStatus) -> Vec<Rule> {
             )
             .build()
     });
+    let infos = mock!(aws_sdk_codedeploy::Client::batch_get_deployments).then_output(|| {
+        BatchGetDeploymentsOutput::builder()
+            .deployments_info(
+                DeploymentInfo::builder()
+                    .deployment_id("d-RAPGQL0KO")
+                    .status(DeploymentStatus::InProgress)
+                    .build(),
+            )
+            .build()
+    });
     let tagged = mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
         let tag = |v: &str| {
             Tag::builder()
@@ -161,7 +174,7 @@ fn discovery_rules(stack_status: StackStatus) -> Vec<Rule> {
         };
         GetPipelineStateOutput::builder()
             .stage_states(stage("Source", StageExecutionStatus::Succeeded))
-            .stage_states(stage("Production", StageExecutionStatus::InProgress))
+            .stage_states(stage("Production", StageExecutionStatus::Failed))
             .build()
     });
     let stacks = mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || {
@@ -178,7 +191,7 @@ fn discovery_rules(stack_status: StackStatus) -> Vec<Rule> {
             )
             .build()
     });
-    vec![deployments, finished, groups, tagged, state, stacks]
+    vec![deployments, finished, groups, infos, tagged, state, stacks]
 }
 
 struct Fixture {
@@ -192,11 +205,12 @@ struct Fixture {
 
 impl Fixture {
     fn new(discovery: &[Rule], codedeploy: &[&Rule], codepipeline: &[&Rule], cloudformation: &[&Rule]) -> Fixture {
-        let [deployments, finished, groups, tagged, state, stacks] = discovery else {
-            panic!("six discovery rules")
+        let [deployments, finished, groups, infos, tagged, state, stacks] = discovery else {
+            panic!("seven discovery rules")
         };
         let mut codedeploy: Vec<&Rule> = codedeploy.to_vec();
         codedeploy.push(groups);
+        codedeploy.push(infos);
         let mut codepipeline: Vec<&Rule> = codepipeline.to_vec();
         codepipeline.push(state);
         let mut cloudformation: Vec<&Rule> = cloudformation.to_vec();
