@@ -292,6 +292,57 @@ mod tests {
         assert_eq!(world.notifier.sent().len(), 1);
     }
 
+    /// AWS's sample: a composite alarm in ALARM whose actions its suppressor holds back (WaitPeriod).
+    const SUPPRESSED: &str =
+        include_str!("../../../events/guard/cloudwatch-alarm-state-change.composite-suppressed.json");
+
+    #[tokio::test]
+    async fn a_composite_alarm_whose_actions_are_suppressed_rolls_nothing_back() {
+        assert_eq!(
+            suppressed_by(SUPPRESSED).as_deref(),
+            Some("WaitPeriod: Actions suppressed by WaitPeriod")
+        );
+        let world = World::new();
+        world.discovery.protect(
+            "ServiceAggregatedAlarm",
+            Candidate {
+                account: "123456789012".into(),
+                region: "us-east-1".into(),
+                target: Target::Deployment {
+                    application: "checkout-service".into(),
+                    deployment_group: "production".into(),
+                    deployment_id: "d-COMPOSITE".into(),
+                    status: "IN_PROGRESS".into(),
+                    finished_at: None,
+                    rollback: None,
+                },
+            },
+        );
+        let batch: SqsEvent = serde_json::from_value(json!({"Records": [
+            {"messageId": "m-1", "body": SUPPRESSED, "eventSource": "aws:sqs"}
+        ]}))
+        .unwrap();
+        let at = DateTime::parse_from_rfc3339("2022-07-22T15:58:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let (response, stats) = handle_batch(&world.deps(None), batch, at).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(stats.skipped, 1);
+        assert!(world.actions.sent().is_empty());
+        assert!(world.notifier.sent().is_empty());
+        // The same alarm without the suppression fields acts.
+        let plain = SUPPRESSED
+            .replace("\"actionsSuppressedBy\": \"WaitPeriod\",", "")
+            .replace("\"actionsSuppressedReason\": \"Actions suppressed by WaitPeriod\",", "");
+        assert_eq!(suppressed_by(&plain), None);
+        let batch: SqsEvent = serde_json::from_value(json!({"Records": [
+            {"messageId": "m-2", "body": plain, "eventSource": "aws:sqs"}
+        ]}))
+        .unwrap();
+        let (_, stats) = handle_batch(&world.deps(None), batch, at).await;
+        assert_eq!(stats.rolled_back, 1, "{stats:?}");
+    }
+
     #[tokio::test]
     async fn an_alarm_of_another_account_is_reported_not_acted_on() {
         let world = World::new();

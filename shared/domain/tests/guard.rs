@@ -449,7 +449,11 @@ async fn an_alarm_processed_too_late_is_reported_not_acted_on() {
     let notes = world.notifier.sent();
     assert_eq!(notes.len(), 1);
     assert!(notes[0].title.contains("could not act"), "{}", notes[0].title);
-    assert!(notes[0].lines.iter().any(|l| l.contains("more than 15 minutes later")), "{:?}", notes[0].lines);
+    assert!(
+        notes[0].lines.iter().any(|l| l.contains("more than 15 minutes later")),
+        "{:?}",
+        notes[0].lines
+    );
     let scope = format!("alarm:{ACCOUNT}/{REGION}/{ALARM}");
     let audit = world.audit.entries(&scope).await.unwrap();
     assert_eq!(audit.len(), 1);

@@ -97,7 +97,11 @@ impl TargetDiscovery for Sim {
                 first_stage: false,
                 // After the rollback, the newest execution is the rollback; discovery reports what it rolled back from.
                 execution_id: BAD.into(),
-                status: if aws.stage_rollback.is_some() { "InProgress".into() } else { aws.stage_status.clone() },
+                status: if aws.stage_rollback.is_some() {
+                    "InProgress".into()
+                } else {
+                    aws.stage_status.clone()
+                },
                 changed_at: Some(t("2026-11-20T09:15:00Z")),
                 rollback: run(&aws.stage_rollback),
             },
@@ -144,7 +148,9 @@ impl RollbackActions for Sim {
         };
         if aws.lose_answers > 0 {
             aws.lose_answers -= 1;
-            return Err(GuardApiError::Transient("connection reset after the request was sent".into()));
+            return Err(GuardApiError::Transient(
+                "connection reset after the request was sent".into(),
+            ));
         }
         Ok(ActOutcome::Accepted { detail: detail.into() })
     }
@@ -205,7 +211,11 @@ async fn a_flap_after_the_stage_was_rolled_back_neither_rolls_back_again_nor_pag
     let later = start() + Duration::minutes(2);
     world.deliver(&alarm("OK", later), later, "m-2").await.unwrap();
     world
-        .deliver(&alarm("ALARM", later + Duration::seconds(30)), later + Duration::seconds(31), "m-3")
+        .deliver(
+            &alarm("ALARM", later + Duration::seconds(30)),
+            later + Duration::seconds(31),
+            "m-3",
+        )
         .await
         .unwrap();
     assert_eq!(world.sim.aws().sent.len(), 1, "one RollbackStage");
@@ -226,7 +236,10 @@ async fn a_lost_answer_is_recorded_as_the_rollback_it_was_not_sent_again_and_tim
     // SQS delivers the message again; a flap's ALARM comes in between.
     let flap = start() + Duration::minutes(1);
     world.deliver(&alarm("ALARM", flap), flap, "m-2").await.unwrap();
-    world.deliver(&alarm("ALARM", start()), start() + Duration::minutes(6), "m-1").await.unwrap();
+    world
+        .deliver(&alarm("ALARM", start()), start() + Duration::minutes(6), "m-1")
+        .await
+        .unwrap();
     assert_eq!(world.sim.aws().sent.len(), 1, "read first, not sent again");
     let records = world.store.records();
     assert_eq!(records.len(), 1);
@@ -248,8 +261,14 @@ async fn a_lost_answer_is_recorded_as_the_rollback_it_was_not_sent_again_and_tim
 async fn a_running_stage_is_waited_for_then_rolled_back_once() {
     let world = World::new(Sim::new("InProgress", false));
     let first = world.deliver(&alarm("ALARM", start()), start(), "m-1").await;
-    assert!(matches!(&first, Err(GuardError::Retry(m)) if m.contains("still running")), "{first:?}");
-    assert!(world.sim.aws().sent.is_empty(), "RollbackStage is never sent to a running stage");
+    assert!(
+        matches!(&first, Err(GuardError::Retry(m)) if m.contains("still running")),
+        "{first:?}"
+    );
+    assert!(
+        world.sim.aws().sent.is_empty(),
+        "RollbackStage is never sent to a running stage"
+    );
     assert!(world.store.records().is_empty());
     world.sim.aws().stage_status = "Failed".into();
     world
@@ -295,7 +314,10 @@ async fn a_suppressed_composite_alarm_rolls_nothing_back() {
     let report = handle_alarm(&world.ports(), &GuardPolicy::default(), &suppressed, start(), "m-1")
         .await
         .unwrap();
-    assert!(report.skipped.as_deref().unwrap_or("").contains("suppressed"), "{report:?}");
+    assert!(
+        report.skipped.as_deref().unwrap_or("").contains("suppressed"),
+        "{report:?}"
+    );
     assert!(world.sim.aws().sent.is_empty());
     assert!(world.notifier.sent().is_empty());
     // When the suppression ends (ALARM -> ALARM, not suppressed), the guard acts.
@@ -322,7 +344,9 @@ async fn an_alarm_with_no_target_or_a_refused_discovery_is_told_once_and_recorde
     for (discovery, expected) in [
         (Nothing(Ok(Vec::new())), "found nothing it protects"),
         (
-            Nothing(Err(GuardApiError::Permanent("AccessDeniedException: not authorized".into()))),
+            Nothing(Err(GuardApiError::Permanent(
+                "AccessDeniedException: not authorized".into(),
+            ))),
             "AccessDeniedException",
         ),
     ] {
@@ -332,14 +356,24 @@ async fn an_alarm_with_no_target_or_a_refused_discovery_is_told_once_and_recorde
             ..world.ports()
         };
         for token in ["m-1", "m-1", "m-2"] {
-            let report = handle_alarm(&ports, &GuardPolicy::default(), &alarm("ALARM", start()), start(), token)
-                .await
-                .unwrap();
+            let report = handle_alarm(
+                &ports,
+                &GuardPolicy::default(),
+                &alarm("ALARM", start()),
+                start(),
+                token,
+            )
+            .await
+            .unwrap();
             assert_eq!(report.rolled_back, 0);
         }
         let notes = world.notifier.sent();
         assert_eq!(notes.len(), 1, "once per alarm transition");
-        assert!(notes[0].lines.iter().any(|l| l.contains(expected)), "{:?}", notes[0].lines);
+        assert!(
+            notes[0].lines.iter().any(|l| l.contains(expected)),
+            "{:?}",
+            notes[0].lines
+        );
         let records = world.store.records();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].outcome, Some(RollbackOutcome::Unhandled));

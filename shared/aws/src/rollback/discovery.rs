@@ -469,7 +469,12 @@ impl AwsTargetDiscovery {
             }
         }
         if newest.is_none() {
-            tracing::warn!(pipeline, stage, rollback_id, "what the rollback rolled back from is not found");
+            tracing::warn!(
+                pipeline,
+                stage,
+                rollback_id,
+                "what the rollback rolled back from is not found"
+            );
         }
         Ok(newest.map(|(_, id)| id))
     }

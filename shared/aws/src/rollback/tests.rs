@@ -511,7 +511,11 @@ async fn discovery_confirms_recorded_deployments_against_their_groups_and_reads_
         (1, 1, 1),
         "one query per status, one BatchGetDeploymentGroups per application"
     );
-    assert_eq!(deployments.num_calls(), 1, "one BatchGetDeployments for the watched deployments");
+    assert_eq!(
+        deployments.num_calls(),
+        1,
+        "one BatchGetDeployments for the watched deployments"
+    );
     assert_eq!((tagged.num_calls(), state.num_calls(), stacks.num_calls()), (1, 1, 1));
     assert_eq!(watches.num_calls(), 1, "one Query of the alarm's watches");
     let names: Vec<(String, String)> = found.iter().map(|c| (c.target_name(), c.incident())).collect();

@@ -832,7 +832,12 @@ pub async fn on_alarm(
     if !retry.is_empty() {
         return Err(GuardError::Retry(retry.join("; ")));
     }
-    if report == (GuardReport { ignored: report.ignored, ..GuardReport::default() }) {
+    if report
+        == (GuardReport {
+            ignored: report.ignored,
+            ..GuardReport::default()
+        })
+    {
         let why = format!("nothing it protects can be rolled back now: {}", ignored.join("; "));
         return unhandled(ports, policy, alarm, now, token, why, report).await;
     }
@@ -952,9 +957,7 @@ async fn carry_out(
         // A released claim says whether it sent a request; a claim held until its lease ran out (its holder died)
         // may have sent one.
         let died_holding = !previous.claimed_by.is_empty() && previous.action.is_some();
-        record.attempted_at = previous
-            .attempted_at
-            .or(died_holding.then_some(previous.decided_at));
+        record.attempted_at = previous.attempted_at.or(died_holding.then_some(previous.decided_at));
     }
     record.outcome = Some(match decision {
         Decision::Act(action) => {
