@@ -42,6 +42,8 @@ pub struct BatchStats {
     pub rolled_back: u32,
     pub refused: u32,
     pub notified: u32,
+    pub unhandled: u32,
+    pub waiting: u32,
     pub already_handled: u32,
     pub restored: u32,
     pub skipped: u32,
@@ -74,6 +76,8 @@ pub async fn handle_batch(deps: &Deps<'_>, event: SqsEvent, now: DateTime<Utc>) 
                 stats.rolled_back += report.rolled_back;
                 stats.refused += report.refused;
                 stats.notified += report.notified;
+                stats.unhandled += report.unhandled;
+                stats.waiting += report.waiting;
                 stats.already_handled += report.already_handled;
                 stats.restored += report.restored;
                 if let Some(why) = &report.skipped {
@@ -100,7 +104,7 @@ pub async fn handle_batch(deps: &Deps<'_>, event: SqsEvent, now: DateTime<Utc>) 
 
 async fn handle_message(deps: &Deps<'_>, record: &SqsMessage, message_id: &str, now: DateTime<Utc>) -> Handled {
     let body = record.body.as_deref().unwrap_or_default();
-    let signal = match parse_event(body.as_bytes()) {
+    let mut signal = match parse_event(body.as_bytes()) {
         Ok(event) => match AlarmSignal::from_event(&event) {
             Some(signal) => signal,
             None => {
@@ -113,6 +117,7 @@ async fn handle_message(deps: &Deps<'_>, record: &SqsMessage, message_id: &str, 
         },
         Err(e) => return keep(deps, record, message_id, format!("cannot parse the message: {e}"), body).await,
     };
+    signal.suppressed_by = suppressed_by(body);
     if let Some(home) = &deps.home {
         if signal.account != home.account || signal.region != home.region {
             return Handled::Done(GuardReport {
@@ -129,6 +134,31 @@ async fn handle_message(deps: &Deps<'_>, record: &SqsMessage, message_id: &str, 
         Err(GuardError::Retry(reason)) => Handled::Retry(reason),
         Err(GuardError::Failed(reason)) => keep(deps, record, message_id, reason, body).await,
     }
+}
+
+/// A composite alarm's `detail.state.actionsSuppressedBy` (`Alarm`, `WaitPeriod`, `ExtensionPeriod`), with its
+/// `actionsSuppressedReason`: the ALARM's actions are suppressed, so the guard's are too.
+fn suppressed_by(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        detail: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        state: State,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct State {
+        actions_suppressed_by: Option<String>,
+        actions_suppressed_reason: Option<String>,
+    }
+    let state = serde_json::from_str::<Event>(body).ok()?.detail.state;
+    let by = state.actions_suppressed_by.filter(|b| !b.trim().is_empty())?;
+    Some(match state.actions_suppressed_reason {
+        Some(reason) if !reason.is_empty() => format!("{by}: {reason}"),
+        _ => by,
+    })
 }
 
 /// Keeps a message that cannot be handled, with the reason; if even that fails, the message goes back to the queue.
@@ -190,6 +220,7 @@ mod tests {
                         deployment_id: "d-RAPGQL0KO".into(),
                         status: "IN_PROGRESS".into(),
                         finished_at: None,
+                        rollback: None,
                     },
                 },
             );
@@ -259,6 +290,57 @@ mod tests {
             kept[0].reason
         );
         assert_eq!(world.notifier.sent().len(), 1);
+    }
+
+    /// AWS's sample: a composite alarm in ALARM whose actions its suppressor holds back (WaitPeriod).
+    const SUPPRESSED: &str =
+        include_str!("../../../events/guard/cloudwatch-alarm-state-change.composite-suppressed.json");
+
+    #[tokio::test]
+    async fn a_composite_alarm_whose_actions_are_suppressed_rolls_nothing_back() {
+        assert_eq!(
+            suppressed_by(SUPPRESSED).as_deref(),
+            Some("WaitPeriod: Actions suppressed by WaitPeriod")
+        );
+        let world = World::new();
+        world.discovery.protect(
+            "ServiceAggregatedAlarm",
+            Candidate {
+                account: "123456789012".into(),
+                region: "us-east-1".into(),
+                target: Target::Deployment {
+                    application: "checkout-service".into(),
+                    deployment_group: "production".into(),
+                    deployment_id: "d-COMPOSITE".into(),
+                    status: "IN_PROGRESS".into(),
+                    finished_at: None,
+                    rollback: None,
+                },
+            },
+        );
+        let batch: SqsEvent = serde_json::from_value(json!({"Records": [
+            {"messageId": "m-1", "body": SUPPRESSED, "eventSource": "aws:sqs"}
+        ]}))
+        .unwrap();
+        let at = DateTime::parse_from_rfc3339("2022-07-22T15:58:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let (response, stats) = handle_batch(&world.deps(None), batch, at).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(stats.skipped, 1);
+        assert!(world.actions.sent().is_empty());
+        assert!(world.notifier.sent().is_empty());
+        // The same alarm without the suppression fields acts.
+        let plain = SUPPRESSED
+            .replace("\"actionsSuppressedBy\": \"WaitPeriod\",", "")
+            .replace("\"actionsSuppressedReason\": \"Actions suppressed by WaitPeriod\",", "");
+        assert_eq!(suppressed_by(&plain), None);
+        let batch: SqsEvent = serde_json::from_value(json!({"Records": [
+            {"messageId": "m-2", "body": plain, "eventSource": "aws:sqs"}
+        ]}))
+        .unwrap();
+        let (_, stats) = handle_batch(&world.deps(None), batch, at).await;
+        assert_eq!(stats.rolled_back, 1, "{stats:?}");
     }
 
     #[tokio::test]

@@ -9,15 +9,20 @@ use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
 use aws_sdk_cloudformation::operation::rollback_stack::RollbackStackError;
 use aws_sdk_cloudformation::types::{Stack, StackStatus};
 use aws_sdk_codedeploy::operation::batch_get_deployment_groups::BatchGetDeploymentGroupsOutput;
+use aws_sdk_codedeploy::operation::batch_get_deployments::BatchGetDeploymentsOutput;
 use aws_sdk_codedeploy::operation::stop_deployment::{StopDeploymentError, StopDeploymentOutput};
 use aws_sdk_codedeploy::types::error::DeploymentAlreadyCompletedException;
-use aws_sdk_codedeploy::types::{Alarm, AlarmConfiguration, DeploymentGroupInfo, StopStatus};
+use aws_sdk_codedeploy::types::{
+    Alarm, AlarmConfiguration, DeploymentCreator, DeploymentGroupInfo, DeploymentInfo, DeploymentStatus, RollbackInfo,
+    StopStatus,
+};
 use aws_sdk_codepipeline::operation::get_pipeline_state::GetPipelineStateOutput;
+use aws_sdk_codepipeline::operation::list_action_executions::ListActionExecutionsOutput;
 use aws_sdk_codepipeline::operation::list_pipeline_executions::ListPipelineExecutionsOutput;
 use aws_sdk_codepipeline::operation::rollback_stage::RollbackStageOutput;
 use aws_sdk_codepipeline::types::{
-    ActionExecution, ActionState, ExecutionType, PipelineExecutionSummary, StageExecution, StageExecutionStatus,
-    StageState,
+    ActionExecution, ActionExecutionDetail, ActionState, ExecutionType, PipelineExecutionSummary, StageExecution,
+    StageExecutionStatus, StageState,
 };
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -112,6 +117,16 @@ fn discovery_rules(stack_status: StackStatus) -> Vec<Rule> {
             )
             .build()
     });
+    let infos = mock!(aws_sdk_codedeploy::Client::batch_get_deployments).then_output(|| {
+        BatchGetDeploymentsOutput::builder()
+            .deployments_info(
+                DeploymentInfo::builder()
+                    .deployment_id("d-RAPGQL0KO")
+                    .status(DeploymentStatus::InProgress)
+                    .build(),
+            )
+            .build()
+    });
     let tagged = mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
         let tag = |v: &str| {
             Tag::builder()
@@ -161,7 +176,7 @@ fn discovery_rules(stack_status: StackStatus) -> Vec<Rule> {
         };
         GetPipelineStateOutput::builder()
             .stage_states(stage("Source", StageExecutionStatus::Succeeded))
-            .stage_states(stage("Production", StageExecutionStatus::InProgress))
+            .stage_states(stage("Production", StageExecutionStatus::Failed))
             .build()
     });
     let stacks = mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || {
@@ -178,7 +193,7 @@ fn discovery_rules(stack_status: StackStatus) -> Vec<Rule> {
             )
             .build()
     });
-    vec![deployments, finished, groups, tagged, state, stacks]
+    vec![deployments, finished, groups, infos, tagged, state, stacks]
 }
 
 struct Fixture {
@@ -192,11 +207,12 @@ struct Fixture {
 
 impl Fixture {
     fn new(discovery: &[Rule], codedeploy: &[&Rule], codepipeline: &[&Rule], cloudformation: &[&Rule]) -> Fixture {
-        let [deployments, finished, groups, tagged, state, stacks] = discovery else {
-            panic!("six discovery rules")
+        let [deployments, finished, groups, infos, tagged, state, stacks] = discovery else {
+            panic!("seven discovery rules")
         };
         let mut codedeploy: Vec<&Rule> = codedeploy.to_vec();
         codedeploy.push(groups);
+        codedeploy.push(infos);
         let mut codepipeline: Vec<&Rule> = codepipeline.to_vec();
         codepipeline.push(state);
         let mut cloudformation: Vec<&Rule> = cloudformation.to_vec();
@@ -402,4 +418,284 @@ async fn refusals_are_recorded_with_aws_reason_notified_and_not_sent_again() {
     assert!(notes
         .iter()
         .any(|n| n.title.contains("AWS refused") && n.lines.iter().any(|l| l.contains("has already completed"))));
+}
+
+/// A pipeline tagged for the alarm on Production, nothing else: the DynamoDB queries find no deployment or watch.
+fn stage_only_clients(codepipeline: &[&Rule]) -> (AwsTargetDiscovery, AwsRollbackActions) {
+    let none = mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+    let tagged = mock!(aws_sdk_resourcegroupstagging::Client::get_resources).then_output(|| {
+        GetResourcesOutput::builder()
+            .resource_tag_mapping_list(
+                ResourceTagMapping::builder()
+                    .resource_arn(format!("arn:aws:codepipeline:eu-west-1:{ACCOUNT}:{PIPELINE}"))
+                    .tags(
+                        Tag::builder()
+                            .key(format!("tollgate:rollback-alarm:{ALARM}"))
+                            .value("Production")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let codedeploy = mock_client!(aws_sdk_codedeploy, RuleMode::MatchAny, NO_RULES);
+    let codepipeline = mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, codepipeline);
+    let cloudformation = mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, NO_RULES);
+    (
+        AwsTargetDiscovery::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&none]),
+            "tollgate",
+            codedeploy.clone(),
+            codepipeline.clone(),
+            cloudformation.clone(),
+            mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&tagged]),
+        ),
+        AwsRollbackActions::new(codedeploy, codepipeline, cloudformation),
+    )
+}
+
+const NO_RULES: [&Rule; 0] = [];
+
+fn production_state(execution: &'static str, kind: ExecutionType, status: StageExecutionStatus) -> Rule {
+    mock!(aws_sdk_codepipeline::Client::get_pipeline_state)
+        .match_requests(|r| r.name() == Some(PIPELINE))
+        .then_output(move || {
+            GetPipelineStateOutput::builder()
+                .stage_states(StageState::builder().stage_name("Source").build())
+                .stage_states(
+                    StageState::builder()
+                        .stage_name("Production")
+                        .latest_execution(
+                            StageExecution::builder()
+                                .pipeline_execution_id(execution)
+                                .status(status.clone())
+                                .r#type(kind.clone())
+                                .build()
+                                .unwrap(),
+                        )
+                        .action_states(
+                            ActionState::builder()
+                                .latest_execution(
+                                    ActionExecution::builder()
+                                        .last_status_change(aws_smithy_types::DateTime::from_secs(
+                                            t("2026-11-20T09:19:00Z").timestamp(),
+                                        ))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+}
+
+type Shared<'a> = (
+    &'a MemoryRollbackStore,
+    &'a MemoryAuditLog,
+    &'a MemoryNotifier,
+    &'a MemoryStore,
+);
+
+async fn run(
+    (discovery, actions): (&AwsTargetDiscovery, &AwsRollbackActions),
+    (store, audit, notifier, events): Shared<'_>,
+    messages: Vec<(String, String)>,
+    now: DateTime<Utc>,
+) -> (aws_lambda_events::sqs::SqsBatchResponse, guard::handler::BatchStats) {
+    let deps = Deps {
+        guard: GuardPorts {
+            discovery,
+            actions,
+            store,
+            audit,
+            notifier,
+        },
+        rejected: events,
+        policy: GuardPolicy::default(),
+        home: None,
+    };
+    handle_batch(&deps, batch(&messages), now).await
+}
+
+#[tokio::test]
+async fn a_lost_rollback_stage_answer_then_a_flap_record_one_rollback_read_from_the_pipeline() {
+    let store = MemoryRollbackStore::new();
+    let audit = MemoryAuditLog::new();
+    let notifier = MemoryNotifier::new();
+    let events = MemoryStore::new();
+    // 1. The stage failed at 09:19 on execution CURRENT; RollbackStage reaches AWS but its answer is a 500.
+    let failed = production_state(CURRENT, ExecutionType::Standard, StageExecutionStatus::Failed);
+    let list = list_ok();
+    let lost = mock!(aws_sdk_codepipeline::Client::rollback_stage)
+        .match_requests(|r| r.target_pipeline_execution_id() == Some(GOOD))
+        .then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(500).unwrap(),
+                aws_smithy_types::body::SdkBody::from("{}"),
+            )
+        });
+    let (discovery, actions) = stage_only_clients(&[&failed, &list, &lost]);
+    let alarm = alarm_event("ALARM", t("2026-11-20T09:20:00Z"));
+    let shared = (&store, &audit, &notifier, &events);
+    let (response, _) = run(
+        (&discovery, &actions),
+        shared,
+        vec![("m-1".into(), alarm.clone())],
+        t("2026-11-20T09:20:05Z"),
+    )
+    .await;
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "the message goes back to the queue"
+    );
+    assert!(lost.num_calls() >= 1);
+    assert!(notifier.sent().is_empty(), "nobody is told 'AWS refused'");
+    // 2. The pipeline now shows the rollback execution rb-1 in Production; ListActionExecutions says it rolled back
+    // from CURRENT. The redelivery and a later flap send nothing.
+    let rolling_back = production_state("rb-1", ExecutionType::Rollback, StageExecutionStatus::InProgress);
+    let actions_listed = mock!(aws_sdk_codepipeline::Client::list_action_executions)
+        .match_requests(|r| r.pipeline_name() == Some(PIPELINE) && r.filter().is_none())
+        .then_output(|| {
+            let detail = |execution: &str, stage: &str, at: &str| {
+                ActionExecutionDetail::builder()
+                    .pipeline_execution_id(execution)
+                    .stage_name(stage)
+                    .action_name("Deploy")
+                    .start_time(aws_smithy_types::DateTime::from_secs(t(at).timestamp()))
+                    .build()
+            };
+            ListActionExecutionsOutput::builder()
+                .action_execution_details(detail("rb-1", "Production", "2026-11-20T09:20:06Z"))
+                .action_execution_details(detail(CURRENT, "Production", "2026-11-20T09:11:33Z"))
+                .action_execution_details(detail(GOOD, "Production", "2026-11-19T15:00:00Z"))
+                .action_execution_details(detail("newer-build", "Build", "2026-11-20T09:18:00Z"))
+                .build()
+        });
+    let again = rollback_stage_ok();
+    let (discovery, actions) = stage_only_clients(&[&rolling_back, &actions_listed, &again]);
+    let flap = alarm_event("ALARM", t("2026-11-20T09:24:00Z"));
+    let (response, stats) = run(
+        (&discovery, &actions),
+        shared,
+        vec![("m-1".into(), alarm), ("m-2".into(), flap)],
+        t("2026-11-20T09:26:05Z"),
+    )
+    .await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!((stats.rolled_back, stats.already_handled), (1, 1), "{stats:?}");
+    assert_eq!(again.num_calls(), 0, "RollbackStage is not sent again");
+    assert_eq!(actions_listed.num_calls(), 2, "read once per delivery");
+    let records = store.records();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.outcome, Some(RollbackOutcome::RolledBack));
+    assert_eq!(r.acted_at, Some(t("2026-11-20T09:20:05Z")), "when the request was sent");
+    assert!(r.detail.contains("rb-1"), "{}", r.detail);
+    assert_eq!(notifier.sent().len(), 1, "one page");
+}
+
+#[tokio::test]
+async fn codedeploys_rollback_deployment_stands_for_the_deployment_it_rolls_back_and_is_never_stopped() {
+    let query = |pk: &'static str, id: &'static str| {
+        mock!(aws_sdk_dynamodb::Client::query)
+            .match_requests(move |r| {
+                r.expression_attribute_values().and_then(|v| v.get(":pk")) == Some(&AttributeValue::S(pk.into()))
+            })
+            .then_output(move || {
+                let s = |v: &str| AttributeValue::S(v.into());
+                let item = [
+                    ("account", s(ACCOUNT)),
+                    ("region", s("eu-west-1")),
+                    ("deployment_id", s(id)),
+                    ("application", s("checkout-service")),
+                    ("deployment_group", s("production")),
+                    ("gsi2sk", s("2026-11-20T09:21:00Z#x")),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                QueryOutput::builder().items(item).build()
+            })
+    };
+    let in_progress = query("DEPLOY#IN_PROGRESS", "d-ROLLBACK");
+    let none = mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+    let groups = mock!(aws_sdk_codedeploy::Client::batch_get_deployment_groups).then_output(|| {
+        BatchGetDeploymentGroupsOutput::builder()
+            .deployment_groups_info(
+                DeploymentGroupInfo::builder()
+                    .deployment_group_name("production")
+                    .alarm_configuration(
+                        AlarmConfiguration::builder()
+                            .enabled(true)
+                            .alarms(Alarm::builder().name(ALARM).build())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let infos = mock!(aws_sdk_codedeploy::Client::batch_get_deployments)
+        .match_requests(|r| r.deployment_ids() == ["d-ROLLBACK".to_string()])
+        .then_output(|| {
+            BatchGetDeploymentsOutput::builder()
+                .deployments_info(
+                    DeploymentInfo::builder()
+                        .deployment_id("d-ROLLBACK")
+                        .status(DeploymentStatus::InProgress)
+                        .creator(DeploymentCreator::CodeDeployRollback)
+                        .rollback_info(
+                            RollbackInfo::builder()
+                                .rollback_triggering_deployment_id("d-RAPGQL0KO")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    let stop = stop_ok();
+    let untagged = mock!(aws_sdk_resourcegroupstagging::Client::get_resources)
+        .then_output(|| GetResourcesOutput::builder().build());
+    let codedeploy = mock_client!(aws_sdk_codedeploy, RuleMode::MatchAny, [&groups, &infos, &stop]);
+    let codepipeline = mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, NO_RULES);
+    let cloudformation = mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, NO_RULES);
+    let discovery = AwsTargetDiscovery::new(
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&in_progress, &none]),
+        "tollgate",
+        codedeploy.clone(),
+        codepipeline.clone(),
+        cloudformation.clone(),
+        mock_client!(aws_sdk_resourcegroupstagging, RuleMode::MatchAny, [&untagged]),
+    );
+    let actions = AwsRollbackActions::new(codedeploy, codepipeline, cloudformation);
+    let (store, audit, notifier, events) = (
+        MemoryRollbackStore::new(),
+        MemoryAuditLog::new(),
+        MemoryNotifier::new(),
+        MemoryStore::new(),
+    );
+    let deps = Deps {
+        guard: GuardPorts {
+            discovery: &discovery,
+            actions: &actions,
+            store: &store,
+            audit: &audit,
+            notifier: &notifier,
+        },
+        rejected: &events,
+        policy: GuardPolicy::default(),
+        home: None,
+    };
+    let messages = vec![("m-1".to_string(), alarm_event("ALARM", t("2026-11-20T09:22:00Z")))];
+    let (response, _) = handle_batch(&deps, batch(&messages), t("2026-11-20T09:22:05Z")).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(infos.num_calls(), 1);
+    assert_eq!(stop.num_calls(), 0, "the rollback deployment is not stopped");
+    let records = store.records();
+    assert_eq!(records.len(), 1);
+    assert!(records[0].id.ends_with("#d-RAPGQL0KO"), "{}", records[0].id);
+    assert_eq!(records[0].outcome, Some(RollbackOutcome::Notified));
+    assert!(records[0].detail.contains("d-ROLLBACK"), "{}", records[0].detail);
 }

@@ -2,9 +2,9 @@
 //!
 //! - [`DynamoDbRollbackStore`]: one record per (target, incident), claimed with a conditional write before acting;
 //! - [`AwsTargetDiscovery`]: what an alarm protects, from Tollgate's own deployment index (GSI2), one
-//!   BatchGetDeploymentGroups per application, one Query of the stages the gate registered as watched by the alarm,
+//!   BatchGetDeploymentGroups per application, BatchGetDeployments for the deployments' rollbacks, one Query of the stages the gate registered as watched by the alarm,
 //!   one tagging GetResources call, then GetPipelineState / DescribeStacks for the watched and tagged pipelines and
-//!   stacks;
+//!   stacks (and ListActionExecutions for a stage whose latest execution is a rollback: what it rolled back from);
 //! - [`AwsRollbackActions`]: StopDeployment, RollbackStage, CancelUpdateStack and RollbackStack, AWS's refusals
 //!   returned with their code and message, only throttling and 5xx as retryable.
 

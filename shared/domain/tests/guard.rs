@@ -28,6 +28,8 @@ fn alarm(state: &str, at: &str) -> AlarmSignal {
         state: state.into(),
         reason: Some("Threshold Crossed: 42 > 10".into()),
         at: t(at),
+        previous_state: Some("OK".into()),
+        suppressed_by: None,
     }
 }
 
@@ -46,6 +48,7 @@ fn deployment(status: &str, finished_at: Option<&str>) -> Candidate {
         deployment_id: "d-RAPGQL0KO".into(),
         status: status.into(),
         finished_at: finished_at.map(t),
+        rollback: None,
     })
 }
 
@@ -57,6 +60,7 @@ fn stage(status: &str, changed_at: &str, first_stage: bool) -> Candidate {
         execution_id: "ed085d02-372a-4b03-ba8a-c1df62a84ced".into(),
         status: status.into(),
         changed_at: Some(t(changed_at)),
+        rollback: None,
     })
 }
 
@@ -111,7 +115,7 @@ fn now() -> DateTime<Utc> {
 async fn a_storm_of_twenty_flaps_and_duplicates_rolls_back_each_target_exactly_once() {
     let world = World::new(vec![
         deployment("IN_PROGRESS", None),
-        stage("InProgress", "2026-11-20T09:11:32Z", false),
+        stage("Failed", "2026-11-20T09:11:32Z", false),
         stack("UPDATE_IN_PROGRESS"),
     ]);
     let policy = GuardPolicy::default();
@@ -290,7 +294,10 @@ async fn a_throttled_request_is_retried_by_redelivery_and_acts_once() {
         matches!(&first, Err(GuardError::Retry(m)) if m.contains("Rate exceeded")),
         "{first:?}"
     );
-    assert!(world.store.records().is_empty(), "the claim was released");
+    let released = world.store.records();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].outcome, None, "the claim was given back");
+    assert_eq!(released[0].attempted_at, Some(now()), "with when the request was sent");
     assert!(world.notifier.sent().is_empty());
     let second = handle_alarm(&world.ports(), &policy, &a, now(), "b").await.unwrap();
     assert_eq!(second.rolled_back, 1);
@@ -346,9 +353,13 @@ fn the_rollback_window_includes_its_start_and_excludes_a_second_before() {
         decide(&stage("Succeeded", "2026-11-20T09:29:59Z", false), &a, &policy),
         Decision::Ignore(_)
     ));
-    // In flight, however old.
+    // In flight, however old: RollbackStage waits for the stage to end.
     assert!(matches!(
         decide(&stage("InProgress", "2026-11-20T05:00:00Z", false), &a, &policy),
+        Decision::Wait(_)
+    ));
+    assert!(matches!(
+        decide(&stage("Failed", "2026-11-20T09:59:00Z", false), &a, &policy),
         Decision::Act(_)
     ));
     // A deployment that finished inside the window cannot be stopped: engineers are told.
@@ -383,7 +394,11 @@ fn stacks_are_cancelled_in_update_and_rolled_back_when_failed() {
     ));
     assert!(matches!(
         decide(&stack("UPDATE_ROLLBACK_IN_PROGRESS"), &a, &policy),
-        Decision::Ignore(_)
+        Decision::AlreadyRolledBack(_)
+    ));
+    assert!(matches!(
+        decide(&stack("UPDATE_ROLLBACK_COMPLETE"), &a, &policy),
+        Decision::AlreadyRolledBack(_)
     ));
 }
 
@@ -428,8 +443,21 @@ async fn an_alarm_processed_too_late_is_reported_not_acted_on() {
     )
     .await
     .unwrap();
-    assert!(report.skipped.as_deref().unwrap_or("").contains("not acted on"));
+    assert_eq!(report.unhandled, 1);
     assert!(world.actions.sent().is_empty());
+    // Told once, as critical, and recorded in the audit trail.
+    let notes = world.notifier.sent();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].title.contains("could not act"), "{}", notes[0].title);
+    assert!(
+        notes[0].lines.iter().any(|l| l.contains("more than 15 minutes later")),
+        "{:?}",
+        notes[0].lines
+    );
+    let scope = format!("alarm:{ACCOUNT}/{REGION}/{ALARM}");
+    let audit = world.audit.entries(&scope).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, action::UNHANDLED);
 }
 
 #[tokio::test]

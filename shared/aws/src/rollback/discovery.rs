@@ -15,13 +15,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
+use aws_sdk_codedeploy::types::DeploymentStatus;
+use aws_sdk_codepipeline::types::ExecutionType;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 use chrono::{DateTime, Duration, Utc};
 use tollgate_domain::gate::AlarmWatches;
 use tollgate_domain::record::ports::StoreError;
 use tollgate_domain::rollback::guard::{
-    AlarmSignal, Candidate, GuardApiError, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX,
+    AlarmSignal, Candidate, GuardApiError, RollbackRun, Target, TargetDiscovery, ROLLBACK_TAG_PREFIX,
 };
 
 use super::{classify, CallError};
@@ -32,6 +34,10 @@ use crate::alarm_watches::DynamoDbAlarmWatches;
 pub const IN_FLIGHT_HORIZON_HOURS: i64 = 24;
 /// BatchGetDeploymentGroups takes at most 100 names.
 const GROUPS_PER_CALL: usize = 100;
+/// BatchGetDeployments takes at most 25 ids.
+const DEPLOYMENTS_PER_CALL: usize = 25;
+/// Action executions read to find what a rollback execution rolled back from (pages of 100, newest first).
+const ACTION_EXECUTION_PAGES: usize = 2;
 /// Resources tagged with one alarm read at most (pages of 100): a bound on one alarm's work.
 const MAX_TAG_PAGES: usize = 10;
 
@@ -56,6 +62,15 @@ fn transient_or_permanent(err: CallError) -> GuardApiError {
 
 fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+/// A deployment's rollback, as CodeDeploy reports it.
+#[derive(Debug, Clone)]
+enum Rolled {
+    /// This deployment is the automatic rollback of the first one.
+    IsRollbackOf(String, RollbackRun),
+    /// This deployment was stopped or rolled back by the second.
+    RolledBackBy(RollbackRun),
 }
 
 /// A deployment as GSI2 lists it.
@@ -208,21 +223,85 @@ impl AwsTargetDiscovery {
             return Ok(Vec::new());
         }
         let watching = self.groups_watching(&alarm.alarm_name, &groups).await?;
-        Ok(listed
-            .into_iter()
-            .filter(|d| watching.contains(&(d.application.clone(), d.deployment_group.clone())))
-            .map(|d| Candidate {
+        listed.retain(|d| watching.contains(&(d.application.clone(), d.deployment_group.clone())));
+        let ids: Vec<String> = listed.iter().map(|d| d.deployment_id.clone()).collect();
+        let rollbacks = self.rollbacks_of(&ids).await?;
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for d in listed {
+            // CodeDeploy's own rollback deployment stands for the deployment it rolls back: never stopped itself.
+            let (deployment_id, rollback) = match rollbacks.get(&d.deployment_id) {
+                Some(Rolled::IsRollbackOf(original, run)) => (original.clone(), Some(run.clone())),
+                Some(Rolled::RolledBackBy(run)) => (d.deployment_id.clone(), Some(run.clone())),
+                None => (d.deployment_id.clone(), None),
+            };
+            let candidate = Candidate {
                 account: alarm.account.clone(),
                 region: alarm.region.clone(),
                 target: Target::Deployment {
                     finished_at: if d.status == "IN_PROGRESS" { None } else { d.at },
                     application: d.application,
                     deployment_group: d.deployment_group,
-                    deployment_id: d.deployment_id,
+                    deployment_id,
                     status: d.status,
+                    rollback,
                 },
-            })
-            .collect())
+            };
+            match candidates.iter_mut().find(|c| c.incident() == candidate.incident()) {
+                // The deployment and its rollback both listed: one incident, the rollback known.
+                Some(existing) => {
+                    if let Target::Deployment { rollback: None, .. } = existing.target {
+                        *existing = candidate;
+                    }
+                }
+                None => candidates.push(candidate),
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// What CodeDeploy says of these deployments' rollbacks (BatchGetDeployments, 25 ids a call): a deployment
+    /// stopped or rolled back, or itself the automatic rollback of another.
+    async fn rollbacks_of(&self, ids: &[String]) -> Result<HashMap<String, Rolled>, GuardApiError> {
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(DEPLOYMENTS_PER_CALL) {
+            let out = self
+                .codedeploy
+                .batch_get_deployments()
+                .set_deployment_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| transient_or_permanent(classify("CodeDeploy BatchGetDeployments", &e)))?;
+            for info in out.deployments_info() {
+                let Some(id) = info.deployment_id() else { continue };
+                let status = info.status().map(|s| s.as_str().to_string()).unwrap_or_default();
+                let rollback = info.rollback_info();
+                let by = info.creator().map(|c| c.as_str().to_string());
+                if let Some(original) = rollback.and_then(|r| r.rollback_triggering_deployment_id()) {
+                    let run = RollbackRun {
+                        id: id.to_string(),
+                        status,
+                        by,
+                    };
+                    found.insert(id.to_string(), Rolled::IsRollbackOf(original.to_string(), run));
+                } else if let Some(rollback_id) = rollback.and_then(|r| r.rollback_deployment_id()) {
+                    let run = RollbackRun {
+                        id: rollback_id.to_string(),
+                        status: "Created".into(),
+                        by: Some("autoRollback".into()),
+                    };
+                    found.insert(id.to_string(), Rolled::RolledBackBy(run));
+                } else if info.status() == Some(&DeploymentStatus::Stopped) {
+                    // Stopped (by the guard's StopDeployment whose answer was lost, or by a person).
+                    let run = RollbackRun {
+                        id: id.to_string(),
+                        status,
+                        by: None,
+                    };
+                    found.insert(id.to_string(), Rolled::RolledBackBy(run));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// (ARN, tag value) of every pipeline and stack tagged for `alarm_name`.
@@ -318,6 +397,21 @@ impl AwsTargetDiscovery {
                 .filter_map(|a| a.latest_execution().and_then(|e| e.last_status_change()))
                 .filter_map(to_chrono)
                 .max();
+            let latest_id = latest.pipeline_execution_id().to_string();
+            let status = latest.status().as_str().to_string();
+            // After a rollback, the stage's newest execution is the rollback: the incident is still the execution it
+            // rolled back from.
+            let (execution_id, rollback) = if latest.r#type() == Some(&ExecutionType::Rollback) {
+                let from = self.rolled_back_from(pipeline, name, &latest_id).await?;
+                let run = RollbackRun {
+                    id: latest_id.clone(),
+                    status: status.clone(),
+                    by: None,
+                };
+                (from.unwrap_or(latest_id), Some(run))
+            } else {
+                (latest_id, None)
+            };
             found.push(Candidate {
                 account: alarm.account.clone(),
                 region: alarm.region.clone(),
@@ -325,13 +419,64 @@ impl AwsTargetDiscovery {
                     pipeline: pipeline.to_string(),
                     stage: name.to_string(),
                     first_stage: index == 0,
-                    execution_id: latest.pipeline_execution_id().to_string(),
-                    status: latest.status().as_str().to_string(),
+                    execution_id,
+                    status,
                     changed_at,
+                    rollback,
                 },
             });
         }
         Ok(found)
+    }
+
+    /// The execution that ran in `stage` before the rollback execution `rollback_id`: the newest other execution
+    /// with an action execution in the stage (ListActionExecutions, at most [`ACTION_EXECUTION_PAGES`] pages).
+    async fn rolled_back_from(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        rollback_id: &str,
+    ) -> Result<Option<String>, GuardApiError> {
+        let mut newest: Option<(i64, String)> = None;
+        let mut next: Option<String> = None;
+        for _ in 0..ACTION_EXECUTION_PAGES {
+            let out = self
+                .codepipeline
+                .list_action_executions()
+                .pipeline_name(pipeline)
+                .max_results(100)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    transient_or_permanent(classify(&format!("CodePipeline ListActionExecutions {pipeline}"), &e))
+                })?;
+            for detail in out.action_execution_details() {
+                let (Some(id), Some(name)) = (detail.pipeline_execution_id(), detail.stage_name()) else {
+                    continue;
+                };
+                if name != stage || id == rollback_id {
+                    continue;
+                }
+                let started = detail.start_time().map(|t| t.secs()).unwrap_or(i64::MIN);
+                if newest.as_ref().is_none_or(|(t, _)| started > *t) {
+                    newest = Some((started, id.to_string()));
+                }
+            }
+            match out.next_token() {
+                Some(t) if newest.is_none() => next = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        if newest.is_none() {
+            tracing::warn!(
+                pipeline,
+                stage,
+                rollback_id,
+                "what the rollback rolled back from is not found"
+            );
+        }
+        Ok(newest.map(|(_, id)| id))
     }
 
     async fn stack_candidate(&self, alarm: &AlarmSignal, arn: &str) -> Result<Option<Candidate>, GuardApiError> {

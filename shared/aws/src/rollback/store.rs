@@ -2,14 +2,15 @@
 //!
 //! One item per (target, incident), `pk = ROLLBACK#<record id>`, `sk = RECORD`. The claim is one conditional
 //! `PutItem` (`attribute_not_exists(pk)`, or a claim whose lease ran out), so of twenty deliveries of one alarm storm
-//! exactly one acts; the outcome is written by the claim holder only (`#token = :token`). Open rollbacks are listed
+//! exactly one acts; the outcome is written by the claim holder only (`#token = :token`). A holder whose request lost
+//! its answer gives the claim back (`state = released`, the record with `attempted_at`); the next claim reads it back
+//! (`ReturnValues = ALL_OLD`). Open rollbacks are listed
 //! by alarm through GSI1 (`ROLLBACKOPEN#<alarm>`, removed once restored) and every record by day through GSI2
 //! (`ROLLBACKDAY#<day>`), for the metrics.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -25,6 +26,8 @@ type Item = HashMap<String, AttributeValue>;
 const SK: &str = "RECORD";
 const CLAIMED: &str = "claimed";
 const DONE: &str = "done";
+/// Given back after a request whose answer was lost; the record says when it was sent.
+const RELEASED: &str = "released";
 
 /// The DynamoDB adapter of [`RollbackStore`].
 #[derive(Debug, Clone)]
@@ -151,15 +154,26 @@ impl RollbackStore for DynamoDbRollbackStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR (#state = :claimed AND #claimed_at < :stale)")
+            .condition_expression(
+                "attribute_not_exists(pk) OR #state = :released OR (#state = :claimed AND #claimed_at < :stale)",
+            )
             .set_expression_attribute_names(Some(names(&["state", "claimed_at"])))
             .expression_attribute_values(":claimed", s(CLAIMED))
+            .expression_attribute_values(":released", s(RELEASED))
             .expression_attribute_values(":stale", s(fixed_time(&stale_before)))
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         let old = match result {
-            Ok(_) => return Ok(Claim::Won),
+            // A released claim, or one whose holder died: the earlier record comes back with it.
+            Ok(out) => {
+                let previous = match out.attributes.filter(|a| !a.is_empty()) {
+                    Some(old) => Some(Box::new(Self::decode(&old)?)),
+                    None => None,
+                };
+                return Ok(Claim::Won { previous });
+            }
             Err(e) => match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(c)) => match &c.item {
                     Some(old) => old.clone(),
@@ -232,17 +246,20 @@ impl RollbackStore for DynamoDbRollbackStore {
         }
     }
 
-    #[tracing::instrument(skip(self, token))]
-    async fn release(&self, id: &str, token: &str) -> Result<(), StoreError> {
+    #[tracing::instrument(skip_all, fields(record = %record.id))]
+    async fn release(&self, record: &RollbackRecord, token: &str) -> Result<(), StoreError> {
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(id)))
+            .set_key(Some(Self::key(&record.id)))
+            .update_expression("SET #state = :released, #record = :record")
             .condition_expression("#token = :token AND #state = :claimed")
-            .set_expression_attribute_names(Some(names(&["token", "state"])))
+            .set_expression_attribute_names(Some(names(&["token", "state", "record"])))
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":claimed", s(CLAIMED))
+            .expression_attribute_values(":released", s(RELEASED))
+            .expression_attribute_values(":record", s(Self::json(record)?))
             .send()
             .await;
         match result {
@@ -250,12 +267,12 @@ impl RollbackStore for DynamoDbRollbackStore {
             Err(e)
                 if matches!(
                     e.as_service_error(),
-                    Some(DeleteItemError::ConditionalCheckFailedException(_))
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
                 ) =>
             {
                 Ok(())
             }
-            Err(e) => Err(self.error("DeleteItem", &e)),
+            Err(e) => Err(self.error("UpdateItem", &e)),
         }
     }
 

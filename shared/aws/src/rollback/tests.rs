@@ -311,6 +311,8 @@ fn alarm() -> AlarmSignal {
         state: "ALARM".into(),
         reason: None,
         at: t("2026-11-20T09:20:00Z"),
+        previous_state: Some("OK".into()),
+        suppressed_by: None,
     }
 }
 
@@ -400,6 +402,19 @@ async fn discovery_confirms_recorded_deployments_against_their_groups_and_reads_
                 .deployment_groups_info(group("staging", &["checkout-staging-5xx"]))
                 .build()
         });
+    // The watched deployment's rollback, as CodeDeploy reports it: none yet.
+    let deployments = mock!(aws_sdk_codedeploy::Client::batch_get_deployments)
+        .match_requests(|r| r.deployment_ids() == ["d-PROD".to_string()])
+        .then_output(|| {
+            aws_sdk_codedeploy::operation::batch_get_deployments::BatchGetDeploymentsOutput::builder()
+                .deployments_info(
+                    aws_sdk_codedeploy::types::DeploymentInfo::builder()
+                        .deployment_id("d-PROD")
+                        .status(aws_sdk_codedeploy::types::DeploymentStatus::InProgress)
+                        .build(),
+                )
+                .build()
+        });
     let tagged = mock!(aws_sdk_resourcegroupstagging::Client::get_resources)
         .match_requests(|r| {
             r.tag_filters().len() == 1
@@ -484,7 +499,7 @@ async fn discovery_confirms_recorded_deployments_against_their_groups_and_reads_
             [&in_progress, &succeeded, &watches]
         ),
         "tollgate",
-        mock_client!(aws_sdk_codedeploy, RuleMode::Sequential, [&groups]),
+        mock_client!(aws_sdk_codedeploy, RuleMode::Sequential, [&groups, &deployments]),
         mock_client!(aws_sdk_codepipeline, RuleMode::Sequential, [&state]),
         mock_client!(aws_sdk_cloudformation, RuleMode::Sequential, [&stacks]),
         mock_client!(aws_sdk_resourcegroupstagging, RuleMode::Sequential, [&tagged]),
@@ -495,6 +510,11 @@ async fn discovery_confirms_recorded_deployments_against_their_groups_and_reads_
         (in_progress.num_calls(), succeeded.num_calls(), groups.num_calls()),
         (1, 1, 1),
         "one query per status, one BatchGetDeploymentGroups per application"
+    );
+    assert_eq!(
+        deployments.num_calls(),
+        1,
+        "one BatchGetDeployments for the watched deployments"
     );
     assert_eq!((tagged.num_calls(), state.num_calls(), stacks.num_calls()), (1, 1, 1));
     assert_eq!(watches.num_calls(), 1, "one Query of the alarm's watches");
@@ -748,12 +768,14 @@ fn record(id: &str) -> RollbackRecord {
                 deployment_id: "d-PROD".into(),
                 status: "IN_PROGRESS".into(),
                 finished_at: None,
+                rollback: None,
             },
         },
         alarm: "111122223333/eu-west-1/checkout-service-5xx".into(),
         alarm_name: "checkout-service-5xx".into(),
         alarm_at: t("2026-11-20T09:20:00Z"),
         alarm_reason: None,
+        attempted_at: None,
         decided_at: t("2026-11-20T09:21:00Z"),
         action: Some(stop("d-PROD")),
         outcome: None,
@@ -849,9 +871,10 @@ async fn the_claim_is_won_once_held_while_fresh_and_done_after_the_outcome_again
             .collect(),
     )
     .await;
-    assert_eq!(claims.iter().filter(|c| **c == Claim::Won).count(), 1, "{claims:?}");
+    let won = |c: &Claim| matches!(c, Claim::Won { previous: None });
+    assert_eq!(claims.iter().filter(|c| won(c)).count(), 1, "{claims:?}");
     assert_eq!(claims.iter().filter(|c| **c == Claim::Held).count(), 19);
-    let winner = format!("m-{}", claims.iter().position(|c| *c == Claim::Won).unwrap());
+    let winner = format!("m-{}", claims.iter().position(won).unwrap());
     // Only the holder can store the outcome.
     r.outcome = Some(RollbackOutcome::RolledBack);
     r.acted_at = Some(now);
@@ -886,19 +909,26 @@ async fn the_claim_is_won_once_held_while_fresh_and_done_after_the_outcome_again
         .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].restored_at, Some(now + Duration::minutes(9)));
-    // A released claim (a transient failure) can be claimed again at once.
-    let other = record("111122223333#eu-west-1#deployment:checkout-service/production#d-NEXT");
-    assert_eq!(store.claim(&other, "m-a", now, stale).await.unwrap(), Claim::Won);
-    store.release(&other.id, "m-a").await.unwrap();
-    assert_eq!(store.claim(&other, "m-b", now, stale).await.unwrap(), Claim::Won);
-    // And a claim whose holder died is taken over after its lease.
+    // A released claim (a lost answer) can be claimed again at once, and says when its request was sent.
+    let mut other = record("111122223333#eu-west-1#deployment:checkout-service/production#d-NEXT");
     assert_eq!(
+        store.claim(&other, "m-a", now, stale).await.unwrap(),
+        Claim::Won { previous: None }
+    );
+    other.attempted_at = Some(now);
+    store.release(&other, "m-a").await.unwrap();
+    match store.claim(&other, "m-b", now, stale).await.unwrap() {
+        Claim::Won { previous: Some(p) } => assert_eq!(p.attempted_at, Some(now)),
+        c => panic!("expected the released record back, got {c:?}"),
+    }
+    // And a claim whose holder died is taken over after its lease, with the record it held.
+    assert!(matches!(
         store
             .claim(&other, "m-c", now + Duration::minutes(6), now + Duration::minutes(1))
             .await
             .unwrap(),
-        Claim::Won
-    );
+        Claim::Won { previous: Some(_) }
+    ));
     client
         .delete_table()
         .table_name(&table)

@@ -19,6 +19,7 @@ struct MemoryClaim {
     token: String,
     claimed_at: DateTime<Utc>,
     done: bool,
+    released: bool,
 }
 
 /// [`RollbackStore`] in memory, with the DynamoDB adapter's semantics.
@@ -52,14 +53,12 @@ impl RollbackStore for MemoryRollbackStore {
         stale_before: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
         let mut items = self.lock();
-        if let Some(existing) = items.get(&record.id) {
-            if existing.done {
-                return Ok(Claim::Done(Box::new(existing.record.clone())));
-            }
-            if existing.claimed_at >= stale_before {
-                return Ok(Claim::Held);
-            }
-        }
+        let previous = match items.get(&record.id) {
+            Some(existing) if existing.done => return Ok(Claim::Done(Box::new(existing.record.clone()))),
+            Some(existing) if !existing.released && existing.claimed_at >= stale_before => return Ok(Claim::Held),
+            Some(existing) => Some(Box::new(existing.record.clone())),
+            None => None,
+        };
         items.insert(
             record.id.clone(),
             MemoryClaim {
@@ -67,15 +66,16 @@ impl RollbackStore for MemoryRollbackStore {
                 token: token.to_string(),
                 claimed_at: now,
                 done: false,
+                released: false,
             },
         );
-        Ok(Claim::Won)
+        Ok(Claim::Won { previous })
     }
 
     async fn finish(&self, record: &RollbackRecord, token: &str) -> Result<bool, StoreError> {
         let mut items = self.lock();
         match items.get_mut(&record.id) {
-            Some(c) if c.token == token && !c.done => {
+            Some(c) if c.token == token && !c.done && !c.released => {
                 c.record = record.clone();
                 c.done = true;
                 Ok(true)
@@ -84,10 +84,14 @@ impl RollbackStore for MemoryRollbackStore {
         }
     }
 
-    async fn release(&self, id: &str, token: &str) -> Result<(), StoreError> {
+    async fn release(&self, record: &RollbackRecord, token: &str) -> Result<(), StoreError> {
         let mut items = self.lock();
-        if items.get(id).is_some_and(|c| c.token == token && !c.done) {
-            items.remove(id);
+        if let Some(c) = items
+            .get_mut(&record.id)
+            .filter(|c| c.token == token && !c.done && !c.released)
+        {
+            c.record = record.clone();
+            c.released = true;
         }
         Ok(())
     }

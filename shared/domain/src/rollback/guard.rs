@@ -3,11 +3,15 @@
 //! When a CloudWatch alarm goes to ALARM, [`on_alarm`] asks a [`TargetDiscovery`] what the alarm protects (CodeDeploy
 //! deployments whose group lists it, pipeline stages whose gate checks it ([`AlarmWatches`]) or tagged with it,
 //! CloudFormation stacks tagged with it), decides per target with [`decide`] (in flight or inside the rollback window,
-//! per kind: act or only notify), and for each target claims one [`RollbackRecord`] per (target, incident) with a
-//! conditional write before acting. A storm of flaps and duplicated deliveries therefore acts once per target; an OK
-//! state only records the time to restore ([`on_recovery`]) and never undoes anything; a rollback AWS refuses is
-//! recorded with AWS's reason and not retried; a transient failure releases the claim and is returned as retryable, so
-//! the message comes back and acts once.
+//! per kind: act, wait for a running stage to end, or only notify), and for each target claims one [`RollbackRecord`]
+//! per (target, incident) with a conditional write before acting. An incident is the target's deployed revision (the
+//! deployment, the execution a stage runs or was rolled back from, the stack's update), so a storm of flaps and
+//! duplicated deliveries acts once per target, and a flap after a rollback finds the rollback, not a new revision.
+//! An OK state only records the time to restore ([`on_recovery`]) and never undoes anything; a rollback AWS refuses
+//! is recorded with AWS's reason and not retried; a request whose answer was lost releases the claim with the time
+//! it was sent, and the next delivery reads the target first: a rollback that took effect is recorded as done, not
+//! sent again. An ALARM the guard cannot act on (nothing found, too late, discovery refused) is recorded and told
+//! once per alarm transition ([`Target::Alarm`]); a composite alarm whose actions are suppressed does nothing.
 
 use std::fmt;
 
@@ -37,6 +41,8 @@ pub mod action {
         ROLLBACK_CANCEL_UPDATE_STACK as CANCEL_UPDATE_STACK, ROLLBACK_NOTIFIED as NOTIFIED,
         ROLLBACK_REFUSED as REFUSED, ROLLBACK_STACK, ROLLBACK_STAGE, ROLLBACK_STOP_DEPLOYMENT as STOP_DEPLOYMENT,
     };
+    /// An ALARM the guard could not act on (nothing found, processed too late, discovery refused).
+    pub const UNHANDLED: &str = "rollback.unhandled";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -110,8 +116,16 @@ pub struct AlarmSignal {
     /// `ALARM`, `OK` or `INSUFFICIENT_DATA`.
     pub state: String,
     pub reason: Option<String>,
-    /// When CloudWatch says the state changed (the event time when it does not say).
+    /// When CloudWatch says the state changed (the event time when it does not say): the transition's identity.
     pub at: DateTime<Utc>,
+    /// The state before this transition (`OK`, `INSUFFICIENT_DATA`, `ALARM` for a composite alarm whose suppression
+    /// ended).
+    #[serde(default)]
+    pub previous_state: Option<String>,
+    /// A composite alarm's actions suppressor: `detail.state.actionsSuppressedBy` (`Alarm`, `WaitPeriod`,
+    /// `ExtensionPeriod`) and its reason. A suppressed ALARM rolls nothing back.
+    #[serde(default)]
+    pub suppressed_by: Option<String>,
 }
 
 impl AlarmSignal {
@@ -125,6 +139,8 @@ impl AlarmSignal {
                 state: a.state.clone(),
                 reason: a.reason.clone(),
                 at: a.changed_at.unwrap_or(event.time),
+                previous_state: a.previous_state.clone(),
+                suppressed_by: None,
             }),
             _ => None,
         }
@@ -139,6 +155,18 @@ impl AlarmSignal {
 // ---------------------------------------------------------------------------------------------------------------
 // Targets.
 
+/// A rollback already started on a target (by the guard, by CodePipeline or CodeDeploy on failure, or by a person).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRun {
+    /// The rollback pipeline execution, or CodeDeploy's rollback deployment.
+    pub id: String,
+    /// Its status as AWS reports it.
+    pub status: String,
+    /// What started it, when AWS says (`autoRollback`, `user`...).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
 /// What an alarm protects, as discovery found it (facts only: the decision is [`decide`]'s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -152,18 +180,27 @@ pub enum Target {
         status: String,
         /// When it ended, for a finished one.
         finished_at: Option<DateTime<Utc>>,
+        /// CodeDeploy's rollback of this deployment, when one started (`rollbackInfo.rollbackDeploymentId`, or a
+        /// listed deployment whose `rollbackTriggeringDeploymentId` is this one).
+        #[serde(default)]
+        rollback: Option<RollbackRun>,
     },
-    /// A pipeline stage tagged with the alarm, with its latest execution.
+    /// A pipeline stage watched by the alarm, with its deployed revision.
     Stage {
         pipeline: String,
         stage: String,
         /// The pipeline's first stage (its source): RollbackStage refuses it.
         first_stage: bool,
+        /// The execution whose revision the stage runs: its latest execution, or, when that is a rollback, the
+        /// execution it rolled back from (never "the newest execution", which after a rollback is the rollback).
         execution_id: String,
         /// The stage execution's status: `InProgress`, `Succeeded`, `Failed`, `Stopped`...
         status: String,
         /// When the stage's last action changed state (its end, for a finished stage).
         changed_at: Option<DateTime<Utc>>,
+        /// The stage's latest execution when it is a rollback (execution type `ROLLBACK`).
+        #[serde(default)]
+        rollback: Option<RollbackRun>,
     },
     /// A CloudFormation stack tagged with the alarm.
     Stack {
@@ -173,6 +210,9 @@ pub enum Target {
         /// The stack's last update (its creation when never updated): what makes an update an incident.
         updated_at: Option<DateTime<Utc>>,
     },
+    /// The alarm itself, when the guard could not act on anything it protects: one record per transition, so it is
+    /// told once.
+    Alarm { alarm_name: String, at: DateTime<Utc> },
 }
 
 /// A target in an account and region.
@@ -189,6 +229,7 @@ impl Candidate {
             Target::Deployment { .. } => "deployment",
             Target::Stage { .. } => "stage",
             Target::Stack { .. } => "stack",
+            Target::Alarm { .. } => "alarm",
         }
     }
 
@@ -202,12 +243,15 @@ impl Candidate {
             } => format!("deployment:{application}/{deployment_group}"),
             Target::Stage { pipeline, stage, .. } => format!("stage:{pipeline}/{stage}"),
             Target::Stack { stack_name, .. } => format!("stack:{stack_name}"),
+            Target::Alarm { alarm_name, .. } => format!("alarm:{alarm_name}"),
         }
     }
 
-    /// What one incident of the target is: the deployment, the pipeline execution in the stage, the stack's update.
+    /// What one incident of the target is: its deployed revision (the deployment, the pipeline execution the stage
+    /// runs or was rolled back from, the stack's update), or the alarm's transition for [`Target::Alarm`].
     pub fn incident(&self) -> String {
         match &self.target {
+            Target::Alarm { at, .. } => at.to_rfc3339_opts(SecondsFormat::Millis, true),
             Target::Deployment { deployment_id, .. } => deployment_id.clone(),
             Target::Stage { execution_id, .. } => execution_id.clone(),
             Target::Stack {
@@ -262,6 +306,7 @@ impl Candidate {
                 self.account, self.region
             ),
             Target::Stack { stack_name, .. } => format!("stack:{}/{}/{stack_name}", self.account, self.region),
+            Target::Alarm { alarm_name, .. } => format!("alarm:{}/{}/{alarm_name}", self.account, self.region),
         }
     }
 }
@@ -323,11 +368,27 @@ pub enum Decision {
     Ignore(String),
     /// Tell engineers, do not act (the policy says notify, or no rollback applies); the reason says which.
     Notify(String),
+    /// A rollback of this revision already started (the detail says which): nothing is sent. Recorded as the guard's
+    /// rollback when the guard sent a request for it whose answer was lost, as a notification otherwise.
+    AlreadyRolledBack(String),
+    /// The stage is still running and RollbackStage refuses a running stage: try again later (the message goes back
+    /// to the queue), until the alarm is older than the policy's `max_alarm_age`.
+    Wait(String),
     Act(RollbackAction),
 }
 
 const STACK_IN_UPDATE: &[&str] = &["UPDATE_IN_PROGRESS"];
 const STACK_FAILED: &[&str] = &["CREATE_FAILED", "UPDATE_FAILED"];
+/// Statuses of a stack whose update CloudFormation is rolling back or rolled back.
+const STACK_ROLLING_BACK: &[&str] = &[
+    "UPDATE_ROLLBACK_IN_PROGRESS",
+    "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "ROLLBACK_IN_PROGRESS",
+    "ROLLBACK_COMPLETE",
+];
+/// Stage statuses RollbackStage refuses.
+const STAGE_RUNNING: &[&str] = &["InProgress", "Stopping"];
 
 /// Decides what to do about `candidate` for `alarm` under `policy`. Pure: the same facts give the same decision.
 pub fn decide(candidate: &Candidate, alarm: &AlarmSignal, policy: &GuardPolicy) -> Decision {
@@ -342,9 +403,15 @@ pub fn decide(candidate: &Candidate, alarm: &AlarmSignal, policy: &GuardPolicy) 
             deployment_id,
             status,
             finished_at,
+            rollback,
             ..
         } => {
-            if status == "IN_PROGRESS" {
+            if let Some(run) = rollback {
+                Decision::AlreadyRolledBack(format!(
+                    "deployment {deployment_id} is already rolled back by CodeDeploy deployment {} ({})",
+                    run.id, run.status
+                ))
+            } else if status == "IN_PROGRESS" {
                 mode_or(
                     policy.deployments,
                     RollbackAction::StopDeployment {
@@ -369,11 +436,19 @@ pub fn decide(candidate: &Candidate, alarm: &AlarmSignal, policy: &GuardPolicy) 
             execution_id,
             status,
             changed_at,
+            rollback,
         } => {
-            let in_flight = status == "InProgress";
-            if !in_flight && !recent(changed_at) {
+            let running = STAGE_RUNNING.contains(&status.as_str());
+            if !running && !recent(changed_at) {
                 return Decision::Ignore(format!(
                     "stage {pipeline} / {stage} last ran (execution {execution_id}, {status}) before the rollback window"
+                ));
+            }
+            if let Some(run) = rollback {
+                return Decision::AlreadyRolledBack(format!(
+                    "stage {pipeline} / {stage} is already rolled back from execution {execution_id} by rollback \
+                     execution {} ({})",
+                    run.id, run.status
                 ));
             }
             if *first_stage {
@@ -381,14 +456,20 @@ pub fn decide(candidate: &Candidate, alarm: &AlarmSignal, policy: &GuardPolicy) 
                     "stage {pipeline} / {stage} is the pipeline's source stage, which RollbackStage cannot roll back"
                 ));
             }
-            mode_or(
-                policy.stages,
-                RollbackAction::RollbackStage {
-                    pipeline: pipeline.clone(),
-                    stage: stage.clone(),
-                    current_execution_id: execution_id.clone(),
-                },
-            )
+            let action = RollbackAction::RollbackStage {
+                pipeline: pipeline.clone(),
+                stage: stage.clone(),
+                current_execution_id: execution_id.clone(),
+            };
+            if running && policy.stages == Mode::Act {
+                // RollbackStage refuses a running stage; stopping the execution would cut its actions short. The
+                // guard waits for the stage to end (redelivery), up to `max_alarm_age`.
+                return Decision::Wait(format!(
+                    "stage {pipeline} / {stage} is still running execution {execution_id} ({status}): RollbackStage \
+                     waits for it to end"
+                ));
+            }
+            mode_or(policy.stages, action)
         }
         Target::Stack {
             stack_name,
@@ -401,6 +482,12 @@ pub fn decide(candidate: &Candidate, alarm: &AlarmSignal, policy: &GuardPolicy) 
                 mode_or(policy.stacks, RollbackAction::CancelUpdateStack { stack_name: name })
             } else if STACK_FAILED.contains(&status.as_str()) {
                 mode_or(policy.stacks, RollbackAction::RollbackStack { stack_name: name })
+            } else if STACK_ROLLING_BACK.contains(&status.as_str())
+                && (status.ends_with("_IN_PROGRESS") || recent(updated_at))
+            {
+                Decision::AlreadyRolledBack(format!(
+                    "stack {stack_name} is already rolling back its update ({status})"
+                ))
             } else if recent(updated_at) && !status.ends_with("_IN_PROGRESS") {
                 Decision::Notify(format!(
                     "stack {stack_name} changed inside the rollback window and is {status}: CloudFormation can \
@@ -410,6 +497,7 @@ pub fn decide(candidate: &Candidate, alarm: &AlarmSignal, policy: &GuardPolicy) 
                 Decision::Ignore(format!("stack {stack_name} is {status}, nothing to roll back"))
             }
         }
+        Target::Alarm { alarm_name, .. } => Decision::Notify(format!("alarm {alarm_name}: nothing to roll back")),
     }
 }
 
@@ -424,8 +512,11 @@ pub enum RollbackOutcome {
     RolledBack,
     /// AWS refused it; [`RollbackRecord::detail`] holds its reason.
     Refused,
-    /// Engineers were told, nothing was done (policy, or no rollback applies).
+    /// Engineers were told, nothing was done (policy, no rollback applies, or one had already started).
     Notified,
+    /// The guard could not act on the alarm at all (nothing found, processed too late, discovery refused): told and
+    /// recorded once per alarm transition.
+    Unhandled,
 }
 
 impl RollbackOutcome {
@@ -434,6 +525,7 @@ impl RollbackOutcome {
             RollbackOutcome::RolledBack => "rolled_back",
             RollbackOutcome::Refused => "refused",
             RollbackOutcome::Notified => "notified",
+            RollbackOutcome::Unhandled => "unhandled",
         }
     }
 }
@@ -456,8 +548,12 @@ pub struct RollbackRecord {
     pub action: Option<RollbackAction>,
     /// Set once the decision is carried out.
     pub outcome: Option<RollbackOutcome>,
-    /// When AWS accepted the request.
+    /// When AWS accepted the request (when it was sent, for a request whose answer was lost but took effect).
     pub acted_at: Option<DateTime<Utc>>,
+    /// When a request was last sent without an answer (timeout, connection lost, 5xx): kept across redeliveries, so
+    /// the next one reads the target before sending again.
+    #[serde(default)]
+    pub attempted_at: Option<DateTime<Utc>>,
     /// AWS's answer (the rollback's id, or its refusal with code and message), or why nothing was done.
     pub detail: String,
     /// The alarm's first OK after the rollback: the time service was restored.
@@ -476,7 +572,7 @@ pub struct RollbackRecord {
 }
 
 impl RollbackRecord {
-    /// Seconds from the alarm to restored service, once restored.
+    /// Seconds from the alarm transition that started the incident to restored service, once restored.
     pub fn time_to_restore_secs(&self) -> Option<i64> {
         self.restored_at.map(|r| (r - self.alarm_at).num_seconds().max(0))
     }
@@ -485,8 +581,9 @@ impl RollbackRecord {
 /// What a claim attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This caller holds the record now and must carry the decision out.
-    Won,
+    /// This caller holds the record now and must carry the decision out; `previous` is the record of an earlier
+    /// delivery that released its claim or whose lease ran out (its request may have been sent).
+    Won { previous: Option<Box<RollbackRecord>> },
     /// The decision was carried out before (a flap, a duplicate): only its unfinished steps remain.
     Done(Box<RollbackRecord>),
     /// Another caller holds a fresh claim: try again after its lease.
@@ -513,8 +610,9 @@ pub trait RollbackStore: Send + Sync {
     ) -> Result<Claim, StoreError>;
     /// Stores the outcome, if `token` still holds the claim. Returns false when it no longer does.
     async fn finish(&self, record: &RollbackRecord, token: &str) -> Result<bool, StoreError>;
-    /// Drops the claim after a transient failure, so that a redelivery can claim again at once.
-    async fn release(&self, id: &str, token: &str) -> Result<(), StoreError>;
+    /// Gives the claim back after a transient failure, keeping `record` (with its `attempted_at`), so that a
+    /// redelivery can claim again at once and knows whether a request was sent.
+    async fn release(&self, record: &RollbackRecord, token: &str) -> Result<(), StoreError>;
     async fn mark(&self, id: &str, step: Step) -> Result<(), StoreError>;
     /// Sets `restored_at = ok_at` on the alarm's rollbacks accepted at or before `ok_at` and not yet restored;
     /// returns them.
@@ -591,13 +689,17 @@ pub struct GuardReport {
     pub rolled_back: u32,
     pub refused: u32,
     pub notified: u32,
+    /// ALARMs the guard could not act on, told and recorded.
+    pub unhandled: u32,
     /// Targets decided before (flaps, duplicates): nothing done again.
     pub already_handled: u32,
     /// Candidates outside the window or in no state to act on.
     pub ignored: u32,
     /// Rollbacks whose time to restore this OK recorded.
     pub restored: u32,
-    /// The alarm was older than the policy's limit, in another state than ALARM/OK, or refused: why nothing ran.
+    /// Stages still running: the message comes back later.
+    pub waiting: u32,
+    /// The alarm was suppressed, in another state than ALARM/OK, or not this account's: why nothing ran.
     pub skipped: Option<String>,
 }
 
@@ -611,7 +713,8 @@ pub enum GuardError {
     Failed(String),
 }
 
-/// Handles one alarm state change at `now`: ALARM rolls back, OK records restores, anything else is reported.
+/// Handles one alarm state change at `now`: ALARM rolls back (unless a composite alarm's actions are suppressed), OK
+/// records restores, anything else is reported.
 pub async fn handle_alarm(
     ports: &GuardPorts<'_>,
     policy: &GuardPolicy,
@@ -620,7 +723,16 @@ pub async fn handle_alarm(
     token: &str,
 ) -> Result<GuardReport, GuardError> {
     match alarm.state.as_str() {
-        "ALARM" => on_alarm(ports, policy, alarm, now, token).await,
+        "ALARM" => match &alarm.suppressed_by {
+            Some(by) => Ok(GuardReport {
+                skipped: Some(format!(
+                    "alarm {} went to ALARM with its actions suppressed ({by}): nothing rolled back",
+                    alarm.alarm_name
+                )),
+                ..GuardReport::default()
+            }),
+            None => on_alarm(ports, policy, alarm, now, token).await,
+        },
         "OK" => on_recovery(ports, alarm).await,
         other => Ok(GuardReport {
             skipped: Some(format!("alarm {} went to {other}: nothing to do", alarm.alarm_name)),
@@ -652,7 +764,8 @@ fn store_failure(e: StoreError) -> GuardError {
     }
 }
 
-/// An alarm went to ALARM: one decision per protected target and incident, each carried out once.
+/// An alarm went to ALARM: one decision per protected target and incident, each carried out once. What the guard
+/// cannot act on is recorded and told once per alarm transition ([`unhandled`]).
 pub async fn on_alarm(
     ports: &GuardPorts<'_>,
     policy: &GuardPolicy,
@@ -662,54 +775,108 @@ pub async fn on_alarm(
 ) -> Result<GuardReport, GuardError> {
     let mut report = GuardReport::default();
     if now - alarm.at > policy.max_alarm_age {
-        report.skipped = Some(format!(
-            "alarm {} went to ALARM at {}, more than {} minutes before it was processed: not acted on",
-            alarm.alarm_name,
+        let why = format!(
+            "it went to ALARM at {} and was processed at {}, more than {} minutes later (retried past the guard's \
+             limit: a stage still running, AWS unavailable, or a late delivery): nothing rolled back automatically",
             alarm.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            now.to_rfc3339_opts(SecondsFormat::Secs, true),
             policy.max_alarm_age.num_minutes()
-        ));
-        return Ok(report);
+        );
+        return unhandled(ports, policy, alarm, now, token, why, report).await;
     }
-    let candidates = ports
-        .discovery
-        .candidates(alarm, alarm.at - policy.window)
-        .await
-        .map_err(|e| match e {
-            GuardApiError::Transient(m) => {
-                GuardError::Retry(format!("finding what alarm {} protects: {m}", alarm.alarm_name))
-            }
-            GuardApiError::Permanent(m) => {
-                GuardError::Failed(format!("finding what alarm {} protects: {m}", alarm.alarm_name))
-            }
-        })?;
+    let candidates = match ports.discovery.candidates(alarm, alarm.at - policy.window).await {
+        Ok(candidates) => candidates,
+        Err(GuardApiError::Transient(m)) => {
+            return Err(GuardError::Retry(format!(
+                "finding what alarm {} protects: {m}",
+                alarm.alarm_name
+            )))
+        }
+        Err(GuardApiError::Permanent(m)) => {
+            let why = format!("finding what it protects failed: {m}");
+            return unhandled(ports, policy, alarm, now, token, why, report).await;
+        }
+    };
+    if candidates.is_empty() {
+        let why = "the guard found nothing it protects (no deployment group lists it, no gate watches it, nothing \
+                   is tagged with it)"
+            .to_string();
+        return unhandled(ports, policy, alarm, now, token, why, report).await;
+    }
     let mut retry = Vec::new();
+    let mut ignored = Vec::new();
     for candidate in candidates {
         let decision = decide(&candidate, alarm, policy);
-        let action = match decision {
+        let decision = match decision {
             Decision::Ignore(why) => {
                 tracing::info!(target_id = %candidate.record_id(), why, "not protected now");
                 report.ignored += 1;
+                ignored.push(why);
                 continue;
             }
-            Decision::Notify(why) => (None, why),
-            Decision::Act(action) => (Some(action), String::new()),
+            Decision::Wait(why) => {
+                tracing::info!(target_id = %candidate.record_id(), why, "waiting for the stage to end");
+                report.waiting += 1;
+                retry.push(why);
+                continue;
+            }
+            other => other,
         };
-        match carry_out(ports, policy, alarm, &candidate, action, now, token).await {
-            Ok(Handled::New(outcome)) => match outcome {
-                RollbackOutcome::RolledBack => report.rolled_back += 1,
-                RollbackOutcome::Refused => report.refused += 1,
-                RollbackOutcome::Notified => report.notified += 1,
-            },
+        match carry_out(ports, policy, alarm, &candidate, decision, now, token).await {
+            Ok(Handled::New(outcome)) => count(&mut report, outcome),
             Ok(Handled::Before) => report.already_handled += 1,
             Err(GuardError::Retry(m)) => retry.push(m),
             Err(e) => return Err(e),
         }
     }
-    if retry.is_empty() {
-        Ok(report)
-    } else {
-        Err(GuardError::Retry(retry.join("; ")))
+    if !retry.is_empty() {
+        return Err(GuardError::Retry(retry.join("; ")));
     }
+    if report
+        == (GuardReport {
+            ignored: report.ignored,
+            ..GuardReport::default()
+        })
+    {
+        let why = format!("nothing it protects can be rolled back now: {}", ignored.join("; "));
+        return unhandled(ports, policy, alarm, now, token, why, report).await;
+    }
+    Ok(report)
+}
+
+fn count(report: &mut GuardReport, outcome: RollbackOutcome) {
+    match outcome {
+        RollbackOutcome::RolledBack => report.rolled_back += 1,
+        RollbackOutcome::Refused => report.refused += 1,
+        RollbackOutcome::Notified => report.notified += 1,
+        RollbackOutcome::Unhandled => report.unhandled += 1,
+    }
+}
+
+/// Records and tells, once per alarm transition, that the guard could not act on this ALARM, and why.
+async fn unhandled(
+    ports: &GuardPorts<'_>,
+    policy: &GuardPolicy,
+    alarm: &AlarmSignal,
+    now: DateTime<Utc>,
+    token: &str,
+    why: String,
+    mut report: GuardReport,
+) -> Result<GuardReport, GuardError> {
+    tracing::warn!(alarm = %alarm.key(), why, "ALARM not acted on: recorded and told");
+    let candidate = Candidate {
+        account: alarm.account.clone(),
+        region: alarm.region.clone(),
+        target: Target::Alarm {
+            alarm_name: alarm.alarm_name.clone(),
+            at: alarm.at,
+        },
+    };
+    match carry_out(ports, policy, alarm, &candidate, Decision::Notify(why), now, token).await? {
+        Handled::New(outcome) => count(&mut report, outcome),
+        Handled::Before => report.already_handled += 1,
+    }
+    Ok(report)
 }
 
 enum Handled {
@@ -722,10 +889,16 @@ async fn carry_out(
     policy: &GuardPolicy,
     alarm: &AlarmSignal,
     candidate: &Candidate,
-    (action, why): (Option<RollbackAction>, String),
+    decision: Decision,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Handled, GuardError> {
+    let (action, why) = match &decision {
+        Decision::Act(action) => (Some(action.clone()), String::new()),
+        Decision::Notify(why) | Decision::AlreadyRolledBack(why) | Decision::Ignore(why) | Decision::Wait(why) => {
+            (None, why.clone())
+        }
+    };
     let mut record = RollbackRecord {
         id: candidate.record_id(),
         account: candidate.account.clone(),
@@ -739,6 +912,7 @@ async fn carry_out(
         action: action.clone(),
         outcome: None,
         acted_at: None,
+        attempted_at: None,
         detail: why,
         restored_at: None,
         execution: candidate.execution(),
@@ -746,7 +920,7 @@ async fn carry_out(
         audited: false,
         notified: false,
     };
-    match ports
+    let previous = match ports
         .store
         .claim(&record, token, now, now - policy.lease)
         .await
@@ -769,32 +943,72 @@ async fn carry_out(
             finish_steps(ports, &stored).await?;
             return Ok(Handled::Before);
         }
-        Claim::Won => {}
+        Claim::Won { previous } => previous,
+    };
+    // An earlier delivery of this incident released its claim, or died holding it: the incident started with its
+    // alarm transition, and its request may have reached AWS.
+    if let Some(previous) = &previous {
+        if previous.alarm_at < record.alarm_at {
+            record.alarm = previous.alarm.clone();
+            record.alarm_name = previous.alarm_name.clone();
+            record.alarm_at = previous.alarm_at;
+            record.alarm_reason = previous.alarm_reason.clone();
+        }
+        // A released claim says whether it sent a request; a claim held until its lease ran out (its holder died)
+        // may have sent one.
+        let died_holding = !previous.claimed_by.is_empty() && previous.action.is_some();
+        record.attempted_at = previous.attempted_at.or(died_holding.then_some(previous.decided_at));
     }
-    record.outcome = Some(match &action {
-        None => RollbackOutcome::Notified,
-        Some(action) => match ports.actions.execute(&record.account, &record.region, action).await {
-            Ok(ActOutcome::Accepted { detail }) => {
-                record.acted_at = Some(now);
-                record.detail = detail;
+    record.outcome = Some(match decision {
+        Decision::Act(action) => {
+            match ports.actions.execute(&record.account, &record.region, &action).await {
+                Ok(ActOutcome::Accepted { detail }) => {
+                    record.acted_at = Some(now);
+                    record.detail = detail;
+                    RollbackOutcome::RolledBack
+                }
+                Ok(ActOutcome::Refused { code, message }) => {
+                    record.detail = format!("{code}: {message}");
+                    RollbackOutcome::Refused
+                }
+                Err(e) => {
+                    // The answer is lost; the request may have reached AWS. Give the claim back with the time it
+                    // was sent: the redelivery reads the target before sending again.
+                    if matches!(e, GuardApiError::Transient(_)) {
+                        record.attempted_at = Some(now);
+                    }
+                    record.detail = format!("{action}: {e}");
+                    // Released: no holder.
+                    record.claimed_by.clear();
+                    if let Err(release) = ports.store.release(&record, token).await {
+                        tracing::warn!(record = %record.id, error = %release, "claim not released; taken over after its lease");
+                    }
+                    let text = format!("{action} for {}: {e}", record.id);
+                    return Err(match e {
+                        GuardApiError::Transient(_) => GuardError::Retry(text),
+                        GuardApiError::Permanent(_) => GuardError::Failed(text),
+                    });
+                }
+            }
+        }
+        Decision::AlreadyRolledBack(what) => match record.attempted_at {
+            // The lost answer's request took effect: the guard's rollback, timed from when it was sent.
+            Some(sent) => {
+                record.acted_at = Some(sent);
+                record.action = previous.as_ref().and_then(|p| p.action.clone());
+                record.detail = format!(
+                    "the request sent at {} lost its answer but took effect: {what}",
+                    sent.to_rfc3339_opts(SecondsFormat::Secs, true)
+                );
                 RollbackOutcome::RolledBack
             }
-            Ok(ActOutcome::Refused { code, message }) => {
-                record.detail = format!("{code}: {message}");
-                RollbackOutcome::Refused
-            }
-            Err(e) => {
-                // Nothing happened: let a redelivery claim again and act once.
-                if let Err(release) = ports.store.release(&record.id, token).await {
-                    tracing::warn!(record = %record.id, error = %release, "claim not released; taken over after its lease");
-                }
-                let text = format!("{action} for {}: {e}", record.id);
-                return Err(match e {
-                    GuardApiError::Transient(_) => GuardError::Retry(text),
-                    GuardApiError::Permanent(_) => GuardError::Failed(text),
-                });
+            None => {
+                record.detail = format!("{what}, before the guard acted: nothing sent");
+                RollbackOutcome::Notified
             }
         },
+        _ if matches!(candidate.target, Target::Alarm { .. }) => RollbackOutcome::Unhandled,
+        _ => RollbackOutcome::Notified,
     });
     tracing::info!(
         record = %record.id,
@@ -845,6 +1059,7 @@ async fn finish_steps(ports: &GuardPorts<'_>, record: &RollbackRecord) -> Result
 pub fn audit_entry(record: &RollbackRecord) -> NewAuditEntry {
     let action = match (record.outcome, &record.action) {
         (Some(RollbackOutcome::Refused), _) => action::REFUSED,
+        (Some(RollbackOutcome::Unhandled), _) => action::UNHANDLED,
         (_, Some(a)) => a.audit_action(),
         (_, None) => action::NOTIFIED,
     };
@@ -875,6 +1090,7 @@ pub fn rollback_notification(record: &RollbackRecord) -> Notification {
         Target::Deployment { .. } => (NotificationKind::DeploymentFailed, None),
         Target::Stage { pipeline, .. } => (NotificationKind::StageFailed, Some(pipeline.clone())),
         Target::Stack { .. } => (NotificationKind::StackRollback, None),
+        Target::Alarm { .. } => (NotificationKind::DeploymentFailed, None),
     };
     let (severity, title, next) = match record.outcome {
         Some(RollbackOutcome::RolledBack) => (
@@ -889,6 +1105,14 @@ pub fn rollback_notification(record: &RollbackRecord) -> Notification {
                 record.alarm_name
             ),
             "Roll back by hand: AWS's reason is above",
+        ),
+        Some(RollbackOutcome::Unhandled) => (
+            Severity::Critical,
+            format!(
+                ":rotating_light: Alarm {} fired: the guard could not act on it",
+                record.alarm_name
+            ),
+            "Check what the alarm protects and roll back by hand if a recent change is the cause",
         ),
         _ => (
             Severity::Warning,
@@ -917,6 +1141,7 @@ pub fn rollback_notification(record: &RollbackRecord) -> Notification {
         match record.outcome {
             Some(RollbackOutcome::RolledBack) => "AWS accepted",
             Some(RollbackOutcome::Refused) => "AWS refused",
+            Some(RollbackOutcome::Unhandled) => "Not acted on, because",
             _ => "Not acted on",
         },
         record.detail
@@ -952,6 +1177,8 @@ pub struct RollbackStats {
     pub rolled_back: u32,
     pub refused: u32,
     pub notified: u32,
+    /// ALARMs the guard could not act on.
+    pub unhandled: u32,
     pub restored: u32,
     /// Median seconds from alarm to restored service, over the restored rollbacks.
     pub median_time_to_restore_secs: Option<i64>,
@@ -966,6 +1193,7 @@ pub fn rollback_stats(records: &[RollbackRecord]) -> RollbackStats {
             Some(RollbackOutcome::RolledBack) => stats.rolled_back += 1,
             Some(RollbackOutcome::Refused) => stats.refused += 1,
             Some(RollbackOutcome::Notified) => stats.notified += 1,
+            Some(RollbackOutcome::Unhandled) => stats.unhandled += 1,
             None => {}
         }
         if let (Some(RollbackOutcome::RolledBack), Some(secs)) = (r.outcome, r.time_to_restore_secs()) {
