@@ -12,7 +12,7 @@ use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use tollgate_aws::chat_auth::{verify, SignatureError, SigningSecret};
 use tollgate_domain::gate::approval::{
-    handle_approval_request, handle_chat_command, parse_chat_body, AnnounceError, Announced, ChatError, ChatIdentities,
+    handle_approval_request, handle_chat_command, parse_chat_body, record_refusal, AnnounceError, Announced, ChatError, ChatIdentities,
     ChatReply, ChatSettings, DecideError, DecisionPorts, ReplayGuard, RequestPorts, SIGNATURE_WINDOW_SECS,
 };
 use tollgate_domain::record::parse::{parse_inbound, Inbound};
@@ -35,7 +35,20 @@ pub struct Ports<'a> {
 pub struct Settings {
     pub chat: ChatSettings,
     pub secret: SigningSecret,
+    /// The chat workspace (team id) this endpoint serves: a decision signed for a user of any other workspace is
+    /// refused, whatever its signature.
+    pub workspace: String,
 }
+
+/// What the caller is told for a 403: what was refused, no approver list, principal or policy in it (the audit entry
+/// and the log hold the reason).
+pub const FORBIDDEN: &str = "Refused: you may not make this decision. The refusal is recorded.";
+/// What the caller is told for a request signed for another chat workspace.
+pub const OTHER_WORKSPACE: &str = "Refused: the request comes from a chat workspace this endpoint does not serve.";
+/// What the caller is told when Tollgate failed: no AWS error, table name or clock in it.
+pub const FAILED: &str = "Refused: Tollgate could not make the decision; nothing was decided.";
+/// What the caller is told when a dependency is briefly unavailable.
+pub const UNAVAILABLE: &str = "Refused: Tollgate is briefly unavailable; nothing was decided, try again.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -133,7 +146,7 @@ async fn handle_http(event: &Value, ports: &Ports<'_>, settings: &Settings, now:
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(refused = %e, "chat request refused");
-            return reply(401, format!("Refused: {e}"));
+            return reply(401, e.public_text());
         }
     };
     // Kept past the window, so a captured request cannot come back while its timestamp is still accepted.
@@ -145,14 +158,11 @@ async fn handle_http(event: &Value, ports: &Ports<'_>, settings: &Settings, now:
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(refused = %SignatureError::Replayed, "chat request refused");
-            return reply(401, format!("Refused: {}", SignatureError::Replayed));
+            return reply(401, SignatureError::Replayed.public_text());
         }
         Err(e) => {
             tracing::error!(error = %e, "replay guard unavailable");
-            return reply(
-                503,
-                "Tollgate could not check the request right now; nothing was decided, try again",
-            );
+            return reply(503, UNAVAILABLE);
         }
     }
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -161,22 +171,54 @@ async fn handle_http(event: &Value, ports: &Ports<'_>, settings: &Settings, now:
     let command = match parse_chat_body(text) {
         Ok(c) => c,
         Err(ChatError::Invalid(m)) => return reply(400, m),
-        Err(ChatError::Store(e)) => return reply(503, format!("nothing was decided, try again: {e}")),
+        Err(ChatError::Store(e)) => {
+            tracing::error!(error = %e, "chat request could not be read");
+            return reply(503, UNAVAILABLE);
+        }
     };
+    if command.user.workspace != settings.workspace {
+        tracing::warn!(chat_user = %command.user, "chat request from another workspace refused");
+        let key = command
+            .target
+            .key(&settings.chat.default_account, &settings.chat.default_region);
+        let why = "the request was signed for a chat workspace this endpoint does not serve";
+        let detail = json!({"via": "chat", "chat_user": command.user.id(), "reason": command.reason});
+        if let Err(e) = record_refusal(
+            ports.decisions.audit,
+            &key,
+            &command.user.id(),
+            command.decision,
+            why,
+            detail,
+            now,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "refusal not recorded");
+            return reply(503, UNAVAILABLE);
+        }
+        return reply(403, OTHER_WORKSPACE);
+    }
     tracing::info!(chat_user = %command.user, decision = command.decision.as_str(), pipeline = %command.target.pipeline,
         stage = %command.target.stage, execution_id = %command.target.execution_id, "chat decision");
     match handle_chat_command(&ports.decisions, ports.identities, &settings.chat, &command, now).await {
+        Ok(r) if r.status == 403 => {
+            // The decision code's own text names the principal and why the policy refused it: the log and the
+            // audit entry keep that, the caller learns only that it was refused.
+            tracing::warn!(status = r.status, refused = %r.text, "chat decision refused");
+            reply(403, FORBIDDEN)
+        }
         Ok(r) => {
             tracing::info!(status = r.status, "chat decision answered");
             r
         }
         Err(e @ (DecideError::Transient(_) | DecideError::Store(StoreError::Transient(_)))) => {
             tracing::error!(error = %e, "chat decision failed");
-            reply(503, format!("Nothing was decided, try again: {e}"))
+            reply(503, UNAVAILABLE)
         }
         Err(e) => {
             tracing::error!(error = %e, "chat decision failed");
-            reply(500, format!("Nothing was decided: {e}"))
+            reply(500, FAILED)
         }
     }
 }

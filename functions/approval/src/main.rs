@@ -54,6 +54,7 @@ async fn main() -> Result<(), Error> {
             default_region: config.region.clone(),
         },
         secret,
+        workspace: config.workspace.clone(),
     };
     let (ports, settings) = (&ports, &settings);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

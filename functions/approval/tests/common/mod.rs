@@ -159,6 +159,7 @@ pub fn settings() -> Settings {
             default_region: "eu-west-1".into(),
         },
         secret: secret(),
+        workspace: "T0001".into(),
     }
 }
 
