@@ -249,7 +249,8 @@ impl tollgate_domain::gate::approval::ChatIdentities for Broken {
     async fn identity(
         &self,
         _: &tollgate_domain::gate::approval::ChatUser,
-    ) -> Result<Option<tollgate_domain::gate::approval::LinkedIdentity>, tollgate_domain::record::ports::StoreError> {
+    ) -> Result<Option<tollgate_domain::gate::approval::LinkedIdentity>, tollgate_domain::record::ports::StoreError>
+    {
         Err(tollgate_domain::record::ports::StoreError::Permanent(
             "DynamoDB GetItem (identity) on table tollgate-prod failed: AccessDeniedException: User arn:aws:sts::1:x"
                 .into(),
@@ -264,7 +265,8 @@ impl tollgate_domain::gate::approval::ChatIdentities for Broken {
     async fn unlink(
         &self,
         _: &tollgate_domain::gate::approval::ChatUser,
-    ) -> Result<Option<tollgate_domain::gate::approval::LinkedIdentity>, tollgate_domain::record::ports::StoreError> {
+    ) -> Result<Option<tollgate_domain::gate::approval::LinkedIdentity>, tollgate_domain::record::ports::StoreError>
+    {
         unreachable!()
     }
 }
@@ -280,4 +282,28 @@ async fn a_failure_answers_500_without_aws_text_or_table_names() {
     for leak in ["DynamoDB", "tollgate-prod", "AccessDenied", "arn:", "2026"] {
         assert!(!text.contains(leak), "{text}");
     }
+}
+
+#[tokio::test]
+async fn a_failed_announcement_is_kept_without_its_token_and_retried() {
+    let w = World::new().await;
+    let results = MemoryApprovalResults::new();
+    let ports = w.ports(&results);
+    w.notifier.fail_next(1);
+    let err = approval::handler::handle(&sns_event(), &ports, &settings(), now())
+        .await
+        .unwrap_err();
+    let d: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(d.error_type, "Retryable.Announce");
+    assert!(!d.error_message.contains(TOKEN), "{}", d.error_message);
+    let kept = w.store.rejected(now().date_naive(), 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].reason.contains("not handled yet"), "{}", kept[0].reason);
+    assert!(!kept[0].body.contains(TOKEN), "{}", kept[0].body);
+    assert!(!kept[0].body.contains("EXAMPLETOKEN"), "{}", kept[0].body);
+    // Lambda's retry announces it.
+    let out = approval::handler::handle(&sns_event(), &ports, &settings(), now())
+        .await
+        .unwrap();
+    assert_eq!(out["handled"][0]["outcome"], "published", "{out}");
 }
