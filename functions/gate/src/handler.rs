@@ -28,10 +28,6 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
-use tollgate_domain::gate::policy::{
-    apply_baseline, evaluate, parse_policy, parse_user_parameters, BaselineSource, GateSite, Outcome, PipelineTags,
-};
-use tollgate_domain::gate::AlarmWatches;
 use tollgate_domain::gate::{
     answer_for, apply_override, claim_deployment_lease, freeze_scopes, gate_blocked_notification, gather_facts,
     register_alarm_watches, truncate_with_note, watched_alarms, with_ad_hoc_freezes, AlarmStates, AnswerSent,
@@ -39,7 +35,11 @@ use tollgate_domain::gate::{
     GateDecision, GateDecisions, JobAnswer, JobApiError, JobContext, LeaseResult, MetricTotals, PipelineJobs,
     PolicyRef, PolicySource, GATE_PRINCIPAL, MAX_FAILURE_MESSAGE_CHARS,
 };
+use tollgate_domain::gate::AlarmWatches;
 use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::gate::policy::{
+    apply_baseline, evaluate, parse_policy, parse_user_parameters, BaselineSource, GateSite, Outcome, PipelineTags,
+};
 use tollgate_domain::record::ports::TimelineQueries;
 use tollgate_domain::tell::ports::Notifier;
 

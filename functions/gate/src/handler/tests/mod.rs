@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use chrono::Duration;
 use serde_json::json;
 use tollgate_domain::gate::policy::{AlarmFact, AlarmState, ApprovalDecision, FreezeBound};
-use tollgate_domain::gate::policy::{MemoryBaselines, MemoryPipelineTags};
 use tollgate_domain::gate::{
     ApprovalKey, ApprovalRecord, FreezeRecord, OverrideRecord, TaggedAlarms, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
 };
@@ -20,6 +19,7 @@ use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::{EventRecorder, StoreError};
 use tollgate_domain::tell::notify::NotificationKind;
+use tollgate_domain::gate::policy::{MemoryBaselines, MemoryPipelineTags};
 
 use super::*;
 
