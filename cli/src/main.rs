@@ -1127,8 +1127,8 @@ async fn gate_explain(
                 None => Box::new(tollgate_aws::baselines::CodePipelinePipelineTags::from_sdk_config(&sdk)),
             };
             let base_text = tollgate::policy_cmd::read_text(file)?;
-            let source = tollgate_domain::gate::policy::MemoryBaselines::new()
-                .with_named(&file.display().to_string(), &base_text);
+            let source =
+                tollgate_domain::gate::policy::MemoryBaselines::new().with_named(&file.display().to_string(), &base_text);
             let site = tollgate_domain::gate::policy::GateSite {
                 account: &key.account,
                 region: &key.region,
@@ -1136,9 +1136,7 @@ async fn gate_explain(
                 stage,
             };
             let name = policy_file.display().to_string();
-            match tollgate_domain::gate::policy::apply_baseline(&source, tags.as_ref(), site, &name, &text, policy)
-                .await
-            {
+            match tollgate_domain::gate::policy::apply_baseline(&source, tags.as_ref(), site, &name, &text, policy).await {
                 Ok(w) => (w.policy, w.applied),
                 Err(why) => {
                     match format {
