@@ -340,13 +340,15 @@ impl ApprovalResults for CodePipelineApprovalResults {
                         .filter(|_| p.token == request.token)
                 }) {
                     Some(t) => t,
-                    None => return Err(ApprovalResultError::Refused {
-                        code: "ApprovalNotPending".into(),
-                        message: format!(
+                    None => {
+                        return Err(ApprovalResultError::Refused {
+                            code: "ApprovalNotPending".into(),
+                            message: format!(
                             "CodePipeline no longer waits for this request at {} / {} (decided, expired or superseded)",
                             request.stage, request.action
                         ),
-                    }),
+                        })
+                    }
                 }
             }
         };
