@@ -20,6 +20,8 @@ pub struct Config {
     pub account: String,
     /// `AWS_REGION` (set by Lambda): the region of a pipeline a chat command names without one.
     pub region: String,
+    /// `TOLLGATE_CHAT_WORKSPACE`: the chat workspace (team id) the endpoint serves; requests for any other are refused.
+    pub workspace: String,
     /// `TOLLGATE_RETENTION_DAYS` (default 400).
     pub retention_days: i64,
 }
@@ -67,6 +69,14 @@ impl Config {
         })?;
         let account = env.required("TOLLGATE_ACCOUNT")?;
         let region = env.required("AWS_REGION")?;
+        let workspace = env.required("TOLLGATE_CHAT_WORKSPACE")?;
+        if tollgate_domain::gate::approval::ChatUser::new(&workspace, "U").is_err() {
+            return Err(ConfigError::Invalid {
+                name: "TOLLGATE_CHAT_WORKSPACE",
+                value: workspace,
+                expected: "a chat workspace (team) id: letters, digits, - _ . only, 1 to 64".into(),
+            });
+        }
         let retention_days = env.retention_days()?;
         Ok(Config {
             table_name,
@@ -75,6 +85,7 @@ impl Config {
             approvers,
             account,
             region,
+            workspace,
             retention_days,
         })
     }
@@ -94,6 +105,7 @@ mod tests {
             }
             "TOLLGATE_ACCOUNT" => Some("111122223333".into()),
             "AWS_REGION" => Some("eu-west-1".into()),
+            "TOLLGATE_CHAT_WORKSPACE" => Some("T0001".into()),
             _ => None,
         }
     }
@@ -107,6 +119,7 @@ mod tests {
             "TOLLGATE_APPROVERS",
             "TOLLGATE_ACCOUNT",
             "AWS_REGION",
+            "TOLLGATE_CHAT_WORKSPACE",
         ] {
             let err = Config::from_lookup(|k| if k == name { None } else { base(k) }).unwrap_err();
             assert_eq!(err, ConfigError::Missing(name));

@@ -12,11 +12,13 @@ use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use tollgate_aws::chat_auth::{verify, SignatureError, SigningSecret};
 use tollgate_domain::gate::approval::{
-    handle_approval_request, handle_chat_command, parse_chat_body, AnnounceError, Announced, ChatError, ChatIdentities,
-    ChatReply, ChatSettings, DecideError, DecisionPorts, ReplayGuard, RequestPorts, SIGNATURE_WINDOW_SECS,
+    handle_approval_request, handle_chat_command, parse_chat_body, record_refusal, AnnounceError, Announced, ChatError,
+    ChatIdentities, ChatReply, ChatSettings, DecideError, DecisionPorts, ReplayGuard, RequestPorts,
+    SIGNATURE_WINDOW_SECS,
 };
 use tollgate_domain::record::parse::{parse_inbound, Inbound};
 use tollgate_domain::record::ports::{EventRecorder, Rejected, StoreError};
+use tollgate_domain::tell::notify::{Notification, NotificationKind, Severity};
 
 /// A chat body larger than this is refused (chat platforms send a few KB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -35,7 +37,20 @@ pub struct Ports<'a> {
 pub struct Settings {
     pub chat: ChatSettings,
     pub secret: SigningSecret,
+    /// The chat workspace (team id) this endpoint serves: a decision signed for a user of any other workspace is
+    /// refused, whatever its signature.
+    pub workspace: String,
 }
+
+/// What the caller is told for a 403: what was refused, no approver list, principal or policy in it (the audit entry
+/// and the log hold the reason).
+pub const FORBIDDEN: &str = "Refused: you may not make this decision. The refusal is recorded.";
+/// What the caller is told for a request signed for another chat workspace.
+pub const OTHER_WORKSPACE: &str = "Refused: the request comes from a chat workspace this endpoint does not serve.";
+/// What the caller is told when Tollgate failed: no AWS error, table name or clock in it.
+pub const FAILED: &str = "Refused: Tollgate could not make the decision; nothing was decided.";
+/// What the caller is told when a dependency is briefly unavailable.
+pub const UNAVAILABLE: &str = "Refused: Tollgate is briefly unavailable; nothing was decided, try again.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -133,7 +148,7 @@ async fn handle_http(event: &Value, ports: &Ports<'_>, settings: &Settings, now:
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(refused = %e, "chat request refused");
-            return reply(401, format!("Refused: {e}"));
+            return reply(401, e.public_text());
         }
     };
     // Kept past the window, so a captured request cannot come back while its timestamp is still accepted.
@@ -145,14 +160,11 @@ async fn handle_http(event: &Value, ports: &Ports<'_>, settings: &Settings, now:
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(refused = %SignatureError::Replayed, "chat request refused");
-            return reply(401, format!("Refused: {}", SignatureError::Replayed));
+            return reply(401, SignatureError::Replayed.public_text());
         }
         Err(e) => {
             tracing::error!(error = %e, "replay guard unavailable");
-            return reply(
-                503,
-                "Tollgate could not check the request right now; nothing was decided, try again",
-            );
+            return reply(503, UNAVAILABLE);
         }
     }
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -161,22 +173,54 @@ async fn handle_http(event: &Value, ports: &Ports<'_>, settings: &Settings, now:
     let command = match parse_chat_body(text) {
         Ok(c) => c,
         Err(ChatError::Invalid(m)) => return reply(400, m),
-        Err(ChatError::Store(e)) => return reply(503, format!("nothing was decided, try again: {e}")),
+        Err(ChatError::Store(e)) => {
+            tracing::error!(error = %e, "chat request could not be read");
+            return reply(503, UNAVAILABLE);
+        }
     };
+    if command.user.workspace != settings.workspace {
+        tracing::warn!(chat_user = %command.user, "chat request from another workspace refused");
+        let key = command
+            .target
+            .key(&settings.chat.default_account, &settings.chat.default_region);
+        let why = "the request was signed for a chat workspace this endpoint does not serve";
+        let detail = json!({"via": "chat", "chat_user": command.user.id(), "reason": command.reason});
+        if let Err(e) = record_refusal(
+            ports.decisions.audit,
+            &key,
+            &command.user.id(),
+            command.decision,
+            why,
+            detail,
+            now,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "refusal not recorded");
+            return reply(503, UNAVAILABLE);
+        }
+        return reply(403, OTHER_WORKSPACE);
+    }
     tracing::info!(chat_user = %command.user, decision = command.decision.as_str(), pipeline = %command.target.pipeline,
         stage = %command.target.stage, execution_id = %command.target.execution_id, "chat decision");
     match handle_chat_command(&ports.decisions, ports.identities, &settings.chat, &command, now).await {
+        Ok(r) if r.status == 403 => {
+            // The decision code's own text names the principal and why the policy refused it: the log and the
+            // audit entry keep that, the caller learns only that it was refused.
+            tracing::warn!(status = r.status, refused = %r.text, "chat decision refused");
+            reply(403, FORBIDDEN)
+        }
         Ok(r) => {
             tracing::info!(status = r.status, "chat decision answered");
             r
         }
         Err(e @ (DecideError::Transient(_) | DecideError::Store(StoreError::Transient(_)))) => {
             tracing::error!(error = %e, "chat decision failed");
-            reply(503, format!("Nothing was decided, try again: {e}"))
+            reply(503, UNAVAILABLE)
         }
         Err(e) => {
             tracing::error!(error = %e, "chat decision failed");
-            reply(500, format!("Nothing was decided: {e}"))
+            reply(500, FAILED)
         }
     }
 }
@@ -205,14 +249,20 @@ fn topic_origin(topic_arn: &str) -> Option<(String, String)> {
     }
 }
 
-/// The message with any `approval.token` replaced, so a kept message holds no token.
+/// The message with its `approval.token` removed wherever it appears (the review link carries it too), so a kept
+/// message holds no token.
 fn without_token(message: &str) -> String {
     match serde_json::from_str::<Value>(message) {
         Ok(mut v) => {
+            let token = v.pointer("/approval/token").and_then(Value::as_str).map(str::to_string);
             if let Some(t) = v.pointer_mut("/approval/token") {
                 *t = json!("(removed)");
             }
-            v.to_string()
+            let text = v.to_string();
+            match token.filter(|t| !t.is_empty()) {
+                Some(t) => text.replace(&t, "(removed)"),
+                None => text,
+            }
         }
         // Not JSON at all: nothing in it can be read as a token field, but keep it only in part.
         Err(_) => message.chars().take(2048).collect(),
@@ -227,6 +277,8 @@ async fn handle_sns_record(record: &Value, ports: &Ports<'_>, now: DateTime<Utc>
         .unwrap_or("unknown-message")
         .to_string();
     let message = sns.get("Message").and_then(Value::as_str).unwrap_or("");
+    let message_id_owned = message_id.clone();
+    let message_id_ref = &message_id_owned;
     let origin = sns.get("TopicArn").and_then(Value::as_str).and_then(topic_origin);
     let refuse = |reason: String| async move {
         tracing::warn!(message_id = %message_id, reason = %reason, "SNS message refused and kept");
@@ -251,18 +303,117 @@ async fn handle_sns_record(record: &Value, ports: &Ports<'_>, now: DateTime<Utc>
         Err(e) => return refuse(format!("cannot parse the SNS message: {e}")).await,
     };
     let region = request.region.clone().unwrap_or(region);
-    let announced = handle_approval_request(&ports.requests, &request, &account, &region, now)
-        .await
-        .map_err(|source| ApprovalError::Announce {
-            pipeline: request.pipeline.clone(),
-            stage: request.stage.clone(),
-            source,
-        })?;
+    let announced = match handle_approval_request(&ports.requests, &request, &account, &region, now).await {
+        Ok(a) => a,
+        Err(source) => {
+            // No dead-letter queue may hold the message (it carries the token): the failure is kept here, without
+            // the token, and Lambda retries the invocation.
+            let kept = Rejected::new(
+                message_id_ref,
+                now,
+                format!("approval request not handled yet (Lambda retries it): {source}"),
+                &without_token(message),
+            );
+            if let Err(e) = ports.rejected.keep_rejected(&kept).await {
+                tracing::error!(error = %e, "failed approval request not kept");
+            }
+            return Err(ApprovalError::Announce {
+                pipeline: request.pipeline.clone(),
+                stage: request.stage.clone(),
+                source,
+            });
+        }
+    };
     let (outcome, digest) = match &announced {
         Announced::Published { token_digest } => ("published", token_digest),
         Announced::Duplicate { token_digest } => ("duplicate", token_digest),
+        Announced::NotPending { token_digest, why } => {
+            return refuse_request(
+                ports,
+                &request,
+                (&account, &region),
+                token_digest,
+                why,
+                message_id_ref,
+                message,
+                now,
+            )
+            .await;
+        }
     };
     tracing::info!(pipeline = %request.pipeline, stage = %request.stage, action = %request.action,
         token_sha256 = %digest.get(..16).unwrap_or(digest), outcome, "manual approval request");
     Ok(json!({"pipeline": request.pipeline, "stage": request.stage, "action": request.action, "outcome": outcome}))
+}
+
+/// A request CodePipeline is not waiting for: kept without its token, told once (the first delivery), never
+/// announced or stored as a manual approval.
+#[allow(clippy::too_many_arguments)]
+async fn refuse_request(
+    ports: &Ports<'_>,
+    request: &tollgate_domain::record::parse::ApprovalRequest,
+    (account, region): (&str, &str),
+    token_digest: &str,
+    why: &str,
+    message_id: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Result<Value, ApprovalError> {
+    let short = token_digest.get(..16).unwrap_or(token_digest);
+    tracing::warn!(pipeline = %request.pipeline, stage = %request.stage, action = %request.action,
+        token_sha256 = %short, why, "manual approval request refused: CodePipeline is not waiting for it");
+    let reason = format!("approval request refused: {why}");
+    ports
+        .rejected
+        .keep_rejected(&Rejected::new(message_id, now, reason.clone(), &without_token(message)))
+        .await
+        .map_err(ApprovalError::Keep)?;
+    // Told once: a duplicate delivery of the same request finds the marker and says nothing again.
+    let first = ports
+        .replay
+        .first_sighting(
+            &tollgate_domain::gate::approval::refused_request_marker(token_digest),
+            now + Duration::days(30),
+        )
+        .await
+        .map_err(ApprovalError::Keep)?;
+    if first {
+        let notification = Notification {
+            key: format!("approval-request-refused:{short}"),
+            kind: NotificationKind::ApprovalRequestRefused,
+            severity: Severity::Critical,
+            account: account.to_string(),
+            region: region.to_string(),
+            pipeline: Some(request.pipeline.clone()),
+            thread: request.pipeline.clone(),
+            title: format!(
+                "{}: an approval request for {} / {} was refused",
+                request.pipeline, request.stage, request.action
+            ),
+            lines: vec![
+                format!("{why}: the request was not announced and cannot be decided through Tollgate."),
+                "Only CodePipeline publishes approval requests: find who else can publish on the approval topic."
+                    .into(),
+            ],
+            next_steps: vec![
+                "Check the pipeline's state in the console and the topic's publishers in CloudTrail".into(),
+            ],
+            link: None,
+            resources: vec![format!("arn:aws:codepipeline:{region}:{account}:{}", request.pipeline)],
+        };
+        ports
+            .requests
+            .notifier
+            .publish(&notification)
+            .await
+            .map_err(|e| ApprovalError::Announce {
+                pipeline: request.pipeline.clone(),
+                stage: request.stage.clone(),
+                source: e.into(),
+            })?;
+    }
+    Ok(
+        json!({"pipeline": request.pipeline, "stage": request.stage, "action": request.action,
+        "outcome": "refused", "told": first}),
+    )
 }

@@ -8,7 +8,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use tollgate_aws::chat_auth::{load_signing_secret, DynamoDbChatIdentities, DynamoDbReplayGuard};
 use tollgate_aws::gate_store::DynamoDbGateStore;
-use tollgate_aws::manual_approvals::{CodePipelineApprovalResults, DynamoDbManualApprovals};
+use tollgate_aws::manual_approvals::{CodePipelineApprovalResults, CodePipelineApprovals, DynamoDbManualApprovals};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
 use tollgate_domain::gate::approval::{ChatSettings, DecisionPorts, RequestPorts};
 
@@ -25,7 +25,9 @@ async fn main() -> Result<(), Error> {
     let manual = DynamoDbManualApprovals::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
     let identities = DynamoDbChatIdentities::new(dynamodb.clone(), config.table_name.clone());
     let replay = DynamoDbReplayGuard::new(dynamodb, config.table_name.clone());
-    let results = CodePipelineApprovalResults::new(aws_sdk_codepipeline::Client::new(&sdk));
+    let codepipeline = aws_sdk_codepipeline::Client::new(&sdk);
+    let results = CodePipelineApprovalResults::new(codepipeline.clone());
+    let pipelines = CodePipelineApprovals::new(codepipeline);
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn.clone());
     let ports = Ports {
         decisions: DecisionPorts {
@@ -42,6 +44,7 @@ async fn main() -> Result<(), Error> {
             audit: &store,
             decisions: &gate,
             notifier: &notifier,
+            pipelines: &pipelines,
         },
         identities: &identities,
         replay: &replay,
@@ -54,6 +57,7 @@ async fn main() -> Result<(), Error> {
             default_region: config.region.clone(),
         },
         secret,
+        workspace: config.workspace.clone(),
     };
     let (ports, settings) = (&ports, &settings);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -27,10 +27,13 @@ use serde_json::{json, Value};
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry};
 use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::gate::{
-    truncate_with_note, AnswerSent, ApprovalRecords, ArtifactCredentials, ArtifactLocation, FailureKind, JobAnswer,
-    JobApiError, JobContext, PipelineJobs, PolicySource, MAX_EXECUTION_SUMMARY_CHARS, MAX_FAILURE_MESSAGE_CHARS,
+    truncate_with_note, AnswerSent, ApprovalRecord, ApprovalRecords, ArtifactCredentials, ArtifactLocation,
+    FailureKind, JobAnswer, JobApiError, JobContext, PipelineJobs, PolicySource, MAX_EXECUTION_SUMMARY_CHARS,
+    MAX_FAILURE_MESSAGE_CHARS,
 };
 use tollgate_domain::record::keys::PipelineKey;
+use tollgate_domain::record::ports::{StoreError, TimelineQueries};
+use tollgate_domain::record::timeline::ExecutionTimeline;
 use tollgate_domain::rollback::changeset::{
     change_set_console_url, change_set_name, is_no_changes, parse_parameters_file, parse_params, review,
     stack_progress, ChangeSetDescription, ChangeSets, ChangesetParams, ChangesetToken, NewChangeSet, Phase, Review,
@@ -57,6 +60,8 @@ pub struct Ports<'a> {
     pub approvals: &'a dyn ApprovalRecords,
     pub audit: &'a dyn AuditLog,
     pub notifier: &'a dyn Notifier,
+    /// The recorded executions: who started this one (its author), whose approval does not count.
+    pub timelines: &'a dyn TimelineQueries,
 }
 
 /// What an invocation did (the function's response, and a log line).
@@ -426,8 +431,22 @@ impl Run<'_, '_> {
                     self.name,
                 )
             }
-            Verdict::Approve => match self.ports.approvals.latest_approval(&self.context.approval_key()).await {
-                Ok(Some(a)) if d.created_at.is_none_or(|created| a.at >= created) => match a.decision {
+            Verdict::Approve => match self.counted_approval().await {
+                Err(why) => {
+                    self.announce(&r, &link, None).await;
+                    fail(
+                        FailureKind::JobFailed,
+                        format!(
+                            "APPROVAL REQUIRED: {why}\n{}\nChange set: {link}\nTo let it run, another approver: {}\n\
+                             then retry the stage {}.",
+                            r.report(),
+                            self.approve_command(),
+                            self.context.stage
+                        ),
+                        self.name,
+                    )
+                }
+                Ok(Ok(Some(a))) if d.created_at.is_none_or(|created| a.at >= created) => match a.decision {
                     ApprovalDecision::Approve => {
                         let by = format!(
                             "approved by {} ({})",
@@ -446,7 +465,7 @@ impl Run<'_, '_> {
                         )
                     }
                 },
-                Ok(_) => {
+                Ok(Ok(_)) => {
                     self.announce(&r, &link, None).await;
                     fail(
                         FailureKind::JobFailed,
@@ -461,7 +480,7 @@ impl Run<'_, '_> {
                         self.name,
                     )
                 }
-                Err(e) => fail(
+                Ok(Err(e)) => fail(
                     FailureKind::JobFailed,
                     format!(
                         "approval required, but the approvals cannot be read ({e}); retry the stage\n{}",
@@ -473,6 +492,42 @@ impl Run<'_, '_> {
         };
         step.verdict = Some(r.verdict);
         step
+    }
+
+    /// The stage's latest approval, unless it was given by the change's author (the principal that started the
+    /// execution): that one does not count (`Err` says why). The outer `Ok` holds the approvals' read.
+    async fn counted_approval(&self) -> Result<Result<Option<ApprovalRecord>, StoreError>, String> {
+        let a = match self.ports.approvals.latest_approval(&self.context.approval_key()).await {
+            Ok(Some(a)) => a,
+            other => return Ok(other),
+        };
+        // The execution's own events only (one read of its EXEC# item): who started it is folded from them.
+        let key = self.context.execution_key();
+        let timeline = self
+            .ports
+            .timelines
+            .execution_events(&key)
+            .await
+            .map(|events| (!events.is_empty()).then(|| ExecutionTimeline::fold(&key, &events)))
+            .map_err(|e| {
+                format!(
+                    "the approval by {} cannot be counted: who started execution {} cannot be read ({e}); retry the \
+                     stage",
+                    a.principal_arn, self.context.execution_id
+                )
+            })?;
+        let author = timeline
+            .as_ref()
+            .and_then(|t| t.trigger.as_ref())
+            .and_then(|t| t.detail.as_deref())
+            .map(str::trim);
+        if author.is_some_and(|author| same_principal(author, &a.principal_arn)) {
+            return Err(format!(
+                "the approval by {} does not count: {} started execution {} (the change's author)",
+                a.principal_arn, a.principal_arn, self.context.execution_id
+            ));
+        }
+        Ok(Ok(Some(a)))
     }
 
     fn approve_command(&self) -> String {
@@ -690,4 +745,10 @@ impl Run<'_, '_> {
         });
         self.audit_once(audit_action::CHANGESET_RESULT, detail).await;
     }
+}
+
+/// Whether two principal ARNs name the same caller: equal, or the same role session written as `sts` and `iam`.
+fn same_principal(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.trim().replacen(":iam::", ":sts::", 1).to_ascii_lowercase();
+    !a.trim().is_empty() && norm(a) == norm(b)
 }

@@ -30,6 +30,7 @@ async fn main() -> Result<(), Error> {
         approvals: &approvals,
         audit: &audit,
         notifier: &notifier,
+        timelines: &audit,
     };
     let ports = &ports;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

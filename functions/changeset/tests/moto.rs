@@ -119,6 +119,7 @@ async fn run_job(cfn: &CloudFormationChangeSets, stack: &str, execution: &str, t
         approvals: &NoApprovals,
         audit: &audit,
         notifier: &notifier,
+        timelines: &tollgate_domain::memory::MemoryStore::new(),
     };
     let mut token: Option<String> = None;
     for _ in 0..10 {

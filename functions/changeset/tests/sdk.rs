@@ -136,6 +136,7 @@ struct World {
     approvals: Approvals,
     audit: MemoryAuditLog,
     notifier: MemoryNotifier,
+    timelines: tollgate_domain::memory::MemoryStore,
 }
 
 impl World {
@@ -151,6 +152,7 @@ impl World {
             approvals: Approvals::default(),
             audit: MemoryAuditLog::new(),
             notifier: MemoryNotifier::new(),
+            timelines: tollgate_domain::memory::MemoryStore::new(),
         }
     }
 
@@ -164,6 +166,7 @@ impl World {
             approvals: &self.approvals,
             audit: &self.audit,
             notifier: &self.notifier,
+            timelines: &self.timelines,
         };
         handle(event, &ports, now()).await.unwrap()
     }
@@ -542,6 +545,66 @@ async fn an_approval_recorded_after_the_change_set_lets_a_retry_execute_it() {
         r.summary
     );
     assert_eq!((execute.num_calls(), answer.num_calls()), (1, 1));
+}
+
+/// Records that `principal` started the execution (the pipeline execution event's `execution-trigger`).
+async fn started_by(w: &World, principal: &str) {
+    use tollgate_domain::record::ports::EventRecorder;
+    let event = serde_json::json!({
+        "version": "0", "id": "started-1", "detail-type": "CodePipeline Pipeline Execution State Change",
+        "source": "aws.codepipeline", "account": "111122223333", "time": "2026-11-20T09:00:00Z",
+        "region": "eu-west-1", "resources": ["arn:aws:codepipeline:eu-west-1:111122223333:checkout-service"],
+        "detail": {"pipeline": "checkout-service", "execution-id": EXECUTION,
+            "execution-trigger": {"trigger-type": "StartPipelineExecution", "trigger-detail": principal},
+            "state": "STARTED", "version": 1}
+    });
+    let parsed = tollgate_domain::record::parse::parse_event(event.to_string().as_bytes()).unwrap();
+    w.timelines.record(&parsed).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_approval_by_the_principal_that_started_the_execution_does_not_count() {
+    let w = World::new();
+    // Alice started the execution that carries her change, then approved it herself.
+    started_by(&w, "arn:aws:sts::111122223333:assumed-role/Releaser/alice").await;
+    let d = fixture("iam.json");
+    w.approve(ApprovalDecision::Approve, d.created_at.unwrap() + Duration::minutes(10));
+    let describe = describe(d, "AVAILABLE");
+    let execute = execute();
+    let jobs = get_job_details();
+    let answer = failure(
+        FailureType::JobFailed,
+        &["does not count", "the change's author", "another approver"],
+    );
+    let r = w
+        .run(&job_event(&params(), None), &[&describe, &execute], &[&jobs, &answer])
+        .await;
+    assert_eq!(r.outcome, "failed", "{}", r.summary);
+    assert!(
+        r.summary.contains("does not count") && r.summary.contains("the change's author"),
+        "{}",
+        r.summary
+    );
+    assert_eq!((execute.num_calls(), answer.num_calls()), (0, 1));
+
+    // Someone else started it: the same approval counts.
+    let w2 = World::new();
+    started_by(&w2, "arn:aws:sts::111122223333:assumed-role/Developer/bob").await;
+    let d = fixture("iam.json");
+    w2.approve(ApprovalDecision::Approve, d.created_at.unwrap() + Duration::minutes(10));
+    let describe2 = self::describe(d, "AVAILABLE");
+    let execute2 = self::execute();
+    let jobs2 = get_job_details();
+    let answer2 = success(Some(token("execute")));
+    let r = w2
+        .run(
+            &job_event(&params(), None),
+            &[&describe2, &execute2],
+            &[&jobs2, &answer2],
+        )
+        .await;
+    assert_eq!(r.outcome, "wait", "{}", r.summary);
+    assert_eq!(execute2.num_calls(), 1);
 }
 
 #[tokio::test]

@@ -95,6 +95,21 @@ pub enum SignatureError {
     Replayed,
 }
 
+impl SignatureError {
+    /// What the caller is told: one sentence saying what was refused, with no clock, age or expected value in it
+    /// (the full reason goes to the log only).
+    pub fn public_text(&self) -> &'static str {
+        match self {
+            SignatureError::Unsigned(_) => "Refused: the request is not signed.",
+            SignatureError::Malformed(_) | SignatureError::Mismatch => "Refused: the request's signature is not valid.",
+            SignatureError::Expired(_) | SignatureError::Future(_) => {
+                "Refused: the request's timestamp is outside the accepted window."
+            }
+            SignatureError::Replayed => "Refused: the request was already used once.",
+        }
+    }
+}
+
 /// The signature of `body` at `timestamp`: `v0=<hex>` (what a sender puts in the signature header).
 pub fn sign(secret: &SigningSecret, timestamp: i64, body: &[u8]) -> String {
     let mut mac = mac(secret);
@@ -109,7 +124,7 @@ fn mac(secret: &SigningSecret) -> HmacSha256 {
 }
 
 /// Checks a request's signature. `header` looks a header up by lower-case name. Ok gives the hex SHA-256 of the
-/// signature: the request's name for the replay guard.
+/// signature's decoded bytes: the request's name for the replay guard, the same whatever the hex's case.
 pub fn verify(
     secret: &SigningSecret,
     header: impl Fn(&str) -> Option<String>,
@@ -140,7 +155,9 @@ pub fn verify(
     mac.update(body);
     // verify_slice compares in constant time.
     mac.verify_slice(&given).map_err(|_| SignatureError::Mismatch)?;
-    Ok(hex::encode(Sha256::digest(signature.trim().as_bytes())))
+    // The digest of the decoded bytes, not of the header's text: `v0=ABC…` and `v0=abc…` are one signature, and
+    // the replay guard must see them as one.
+    Ok(hex::encode(Sha256::digest(&given)))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -447,7 +464,34 @@ mod tests {
             _ => None,
         };
         let digest = verify(&secret(), slack, BODY, at(TS)).unwrap();
-        assert_eq!(digest, hex::encode(Sha256::digest(sig.as_bytes())));
+        let bytes = hex::decode(sig.strip_prefix("v0=").unwrap()).unwrap();
+        assert_eq!(digest, hex::encode(Sha256::digest(bytes)));
+    }
+
+    #[test]
+    fn an_upper_case_signature_has_the_same_replay_name() {
+        let sig = sign(&secret(), TS, BODY);
+        let upper = format!("v0={}", sig.strip_prefix("v0=").unwrap().to_ascii_uppercase());
+        assert_ne!(sig, upper);
+        let lower = verify(&secret(), headers(Some(TS.to_string()), Some(sig)), BODY, at(TS)).unwrap();
+        let upper = verify(&secret(), headers(Some(TS.to_string()), Some(upper)), BODY, at(TS)).unwrap();
+        assert_eq!(lower, upper, "one signature, one name for the replay guard");
+    }
+
+    #[test]
+    fn refusals_told_to_the_caller_carry_no_clock() {
+        for e in [
+            SignatureError::Expired(301),
+            SignatureError::Future(9999),
+            SignatureError::Malformed("the timestamp \"x\" is not Unix seconds".into()),
+            SignatureError::Mismatch,
+            SignatureError::Unsigned("x-tollgate-signature"),
+            SignatureError::Replayed,
+        ] {
+            let text = e.public_text();
+            assert!(text.starts_with("Refused: ") && text.ends_with('.'), "{text}");
+            assert!(!text.chars().any(|c| c.is_ascii_digit()), "{text}");
+        }
     }
 
     #[test]

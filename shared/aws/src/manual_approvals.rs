@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use chrono::{DateTime, SecondsFormat, Utc};
 use tollgate_domain::gate::approval::{
     manual_pk, ApprovalResultError, ApprovalResultRequest, ApprovalResults, ApprovalToken, Claim, ManualApproval,
-    ManualApprovals, ManualOutcome,
+    ManualApprovals, ManualOutcome, PendingApproval, PipelineApprovals,
 };
 use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::record::ports::StoreError;
@@ -74,7 +74,6 @@ impl DynamoDbManualApprovals {
             ("pipeline".to_string(), s(&r.pipeline)),
             ("stage".to_string(), s(&r.stage)),
             ("action".to_string(), s(&r.action)),
-            ("token".to_string(), s(r.token.expose())),
             ("requested_at".to_string(), s(time(&r.requested_at))),
             ("notified".to_string(), AttributeValue::Bool(r.notified)),
             (
@@ -148,7 +147,11 @@ fn request_of(item: &Item) -> Result<ManualApproval, StoreError> {
         pipeline: text("pipeline")?,
         stage: text("stage")?,
         action: text("action")?,
-        token: ApprovalToken::new(&text("token")?),
+        token: ApprovalToken::from_digest(
+            text("sk")?
+                .strip_prefix("TOKEN#")
+                .ok_or_else(|| StoreError::Permanent("manual approval item: sk is not TOKEN#<digest>".into()))?,
+        ),
         execution_id: opt("execution_id"),
         requested_at,
         expires: opt("expires"),
@@ -322,13 +325,40 @@ impl ApprovalResults for CodePipelineApprovalResults {
                 code: "BuildError".into(),
                 message: e.to_string(),
             })?;
+        // The stored request holds the token's digest only: the token is read fresh from CodePipeline, and sent
+        // only if it is the one the request was announced with.
+        let token = match request.token.expose() {
+            Some(t) => t.to_string(),
+            None => {
+                let pending = pending_approval(&self.client, &request.pipeline, &request.stage, &request.action)
+                    .await
+                    .map_err(|e| ApprovalResultError::Transient(e.to_string()))?;
+                match pending.and_then(|p| {
+                    p.token
+                        .expose()
+                        .map(str::to_string)
+                        .filter(|_| p.token == request.token)
+                }) {
+                    Some(t) => t,
+                    None => {
+                        return Err(ApprovalResultError::Refused {
+                            code: "ApprovalNotPending".into(),
+                            message: format!(
+                            "CodePipeline no longer waits for this request at {} / {} (decided, expired or superseded)",
+                            request.stage, request.action
+                        ),
+                        })
+                    }
+                }
+            }
+        };
         let sent = self
             .client
             .put_approval_result()
             .pipeline_name(&request.pipeline)
             .stage_name(&request.stage)
             .action_name(&request.action)
-            .token(request.token.expose())
+            .token(token)
             .result(result)
             .send()
             .await;
@@ -374,5 +404,80 @@ impl ApprovalResults for CodePipelineApprovalResults {
                 }
             }
         }
+    }
+}
+
+/// The approval action `stage` / `action` of `pipeline` when GetPipelineState reports it `InProgress`, with its
+/// token and the stage's execution.
+pub async fn pending_approval(
+    client: &aws_sdk_codepipeline::Client,
+    pipeline: &str,
+    stage: &str,
+    action: &str,
+) -> Result<Option<PendingApproval>, StoreError> {
+    use aws_sdk_codepipeline::operation::get_pipeline_state::GetPipelineStateError;
+    use aws_sdk_codepipeline::types::ActionExecutionStatus;
+    let out = match client.get_pipeline_state().name(pipeline).send().await {
+        Ok(o) => o,
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetPipelineStateError::PipelineNotFoundException(_))
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            let text = format!(
+                "CodePipeline GetPipelineState of {pipeline} failed: {}",
+                aws_sdk_codepipeline::error::DisplayErrorContext(&e)
+            );
+            let permanent = matches!(
+                e.as_service_error(),
+                Some(GetPipelineStateError::ValidationException(_))
+            ) || e.as_service_error().and_then(|se| se.code()) == Some("AccessDeniedException");
+            return Err(if permanent {
+                StoreError::Permanent(text)
+            } else {
+                StoreError::Transient(text)
+            });
+        }
+    };
+    let Some(stage_state) = out.stage_states().iter().find(|s| s.stage_name() == Some(stage)) else {
+        return Ok(None);
+    };
+    let execution_id = stage_state
+        .latest_execution()
+        .map(|e| e.pipeline_execution_id().to_string());
+    let waiting = stage_state
+        .action_states()
+        .iter()
+        .filter(|a| a.action_name() == Some(action))
+        .filter_map(|a| a.latest_execution())
+        .find(|x| x.status() == Some(&ActionExecutionStatus::InProgress))
+        .and_then(|x| x.token());
+    Ok(waiting.map(|token| PendingApproval {
+        execution_id,
+        token: ApprovalToken::new(token),
+    }))
+}
+
+/// The CodePipeline adapter of [`PipelineApprovals`] (GetPipelineState).
+#[derive(Debug, Clone)]
+pub struct CodePipelineApprovals {
+    client: aws_sdk_codepipeline::Client,
+}
+
+impl CodePipelineApprovals {
+    pub fn new(client: aws_sdk_codepipeline::Client) -> Self {
+        CodePipelineApprovals { client }
+    }
+}
+
+#[async_trait]
+impl PipelineApprovals for CodePipelineApprovals {
+    #[tracing::instrument(skip(self))]
+    async fn pending(&self, pipeline: &str, stage: &str, action: &str) -> Result<Option<PendingApproval>, StoreError> {
+        pending_approval(&self.client, pipeline, stage, action).await
     }
 }

@@ -10,7 +10,7 @@ use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::gate::{ApprovalKey, ApprovalRecords, GateControls, GateDecision, GateDecisions};
 use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::memory::MemoryGateStore;
-use tollgate_domain::memory::{MemoryApprovalResults, MemoryChatStore};
+use tollgate_domain::memory::{MemoryApprovalResults, MemoryChatStore, MemoryPipelineApprovals};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::{parse_event, parse_inbound, ApprovalRequest, Inbound};
 use tollgate_domain::record::ports::EventRecorder;
@@ -64,6 +64,7 @@ struct World {
     audit: MemoryAuditLog,
     timelines: MemoryStore,
     notifier: MemoryNotifier,
+    pipelines: MemoryPipelineApprovals,
 }
 
 impl World {
@@ -75,7 +76,10 @@ impl World {
             audit: MemoryAuditLog::default(),
             timelines: MemoryStore::new(),
             notifier: MemoryNotifier::new(),
+            pipelines: MemoryPipelineApprovals::new(),
         };
+        w.pipelines
+            .wait("checkout-service", "Production", "Approve", EXECUTION, TOKEN);
         let events: Vec<Value> = serde_json::from_str(include_str!(
             "../../../events/approval/execution-waiting-for-approval.json"
         ))
@@ -118,6 +122,7 @@ impl World {
             audit: &self.audit,
             decisions: &self.gate,
             notifier: &self.notifier,
+            pipelines: &self.pipelines,
         }
     }
 
@@ -424,7 +429,9 @@ async fn a_manual_approval_request_is_stored_and_announced_with_tollgates_contex
     let stored = w.chat.manual_approvals();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].execution_id.as_deref(), Some(EXECUTION));
-    assert_eq!(stored[0].token.expose(), TOKEN);
+    // Only the token's digest is kept: a decision reads the token fresh from CodePipeline.
+    assert_eq!(stored[0].token.expose(), None);
+    assert!(stored[0].token.matches(TOKEN));
     assert_eq!((stored[0].action.as_str(), stored[0].notified), ("Approve", true));
 
     let sent = w.notifier.sent();
@@ -454,6 +461,34 @@ async fn a_manual_approval_request_is_stored_and_announced_with_tollgates_contex
     let whole = serde_json::to_string(n).unwrap() + &n.chat_message().to_string() + &n.email_text();
     assert!(!whole.contains(TOKEN) && !whole.contains("EXAMPLETOKEN"), "{whole}");
     assert!(!format!("{:?}", stored[0]).contains(TOKEN));
+}
+
+#[tokio::test]
+async fn a_request_codepipeline_is_not_waiting_for_is_neither_stored_nor_announced() {
+    let w = World::new().await;
+    // Someone publishes a request of their own on the topic: same stage and action, another token.
+    let mut forged = approval_request();
+    forged.token = "forged-token-0000".into();
+    let got = handle_approval_request(&w.requests(), &forged, "111122223333", "eu-west-1", now())
+        .await
+        .unwrap();
+    let Announced::NotPending { token_digest, why } = got else {
+        panic!("announced a forged request: {got:?}")
+    };
+    assert!(why.contains("another token"), "{why}");
+    assert!(!token_digest.contains("forged"));
+    // The approval is no longer waiting (decided in the console): the genuine token is refused too.
+    w.pipelines.done("checkout-service", "Production", "Approve");
+    let got = handle_approval_request(&w.requests(), &approval_request(), "111122223333", "eu-west-1", now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&got, Announced::NotPending { why, .. } if why.contains("no approval waiting")),
+        "{got:?}"
+    );
+    assert!(w.chat.manual_approvals().is_empty());
+    assert!(w.notifier.sent().is_empty());
+    assert_eq!(w.pipelines.reads(), 2);
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use tollgate_domain::gate::approval::{
 use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::memory::MemoryChatStore;
 use tollgate_domain::memory::MemoryGateStore;
-use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
+use tollgate_domain::memory::{MemoryNotifier, MemoryPipelineApprovals, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::EventRecorder;
 
@@ -82,6 +82,7 @@ pub struct World {
     pub audit: MemoryAuditLog,
     pub store: MemoryStore,
     pub notifier: MemoryNotifier,
+    pub pipelines: MemoryPipelineApprovals,
 }
 
 impl World {
@@ -92,7 +93,10 @@ impl World {
             audit: MemoryAuditLog::default(),
             store: MemoryStore::new(),
             notifier: MemoryNotifier::new(),
+            pipelines: MemoryPipelineApprovals::new(),
         };
+        w.pipelines
+            .wait("checkout-service", "Production", "Approve", EXECUTION, TOKEN);
         let events: Vec<Value> = serde_json::from_str(TIMELINE).unwrap();
         for e in events {
             w.store
@@ -130,6 +134,7 @@ impl World {
                 audit: &self.audit,
                 decisions: &self.gate,
                 notifier: &self.notifier,
+                pipelines: &self.pipelines,
             },
             identities: &self.chat,
             replay: &self.chat,
@@ -159,6 +164,7 @@ pub fn settings() -> Settings {
             default_region: "eu-west-1".into(),
         },
         secret: secret(),
+        workspace: "T0001".into(),
     }
 }
 

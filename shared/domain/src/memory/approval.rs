@@ -70,10 +70,12 @@ impl ReplayGuard for MemoryChatStore {
 #[async_trait]
 impl ManualApprovals for MemoryChatStore {
     async fn record_request(&self, request: &ManualApproval) -> Result<ManualApproval, StoreError> {
-        Ok(lock(&self.manual)
-            .entry(manual_key(request))
-            .or_insert_with(|| request.clone())
-            .clone())
+        // As in the table: the token's digest only, never the token.
+        let stored = ManualApproval {
+            token: request.token.digest_only(),
+            ..request.clone()
+        };
+        Ok(lock(&self.manual).entry(manual_key(request)).or_insert(stored).clone())
     }
     async fn mark_notified(&self, request: &ManualApproval) -> Result<(), StoreError> {
         match lock(&self.manual).get_mut(&manual_key(request)) {
@@ -157,5 +159,45 @@ impl ApprovalResults for MemoryApprovalResults {
         } else {
             answers.remove(0)
         }
+    }
+}
+
+/// CodePipeline's pipeline state in memory: the approval actions waiting, with their tokens.
+#[derive(Debug, Default)]
+pub struct MemoryPipelineApprovals {
+    waiting: Mutex<BTreeMap<(String, String, String), PendingApproval>>,
+    reads: Mutex<usize>,
+}
+
+impl MemoryPipelineApprovals {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// `pipeline` / `stage` / `action` now waits for `token` in `execution_id`.
+    pub fn wait(&self, pipeline: &str, stage: &str, action: &str, execution_id: &str, token: &str) {
+        lock(&self.waiting).insert(
+            (pipeline.into(), stage.into(), action.into()),
+            PendingApproval {
+                execution_id: Some(execution_id.into()),
+                token: ApprovalToken::new(token),
+            },
+        );
+    }
+    /// The action is no longer waiting (decided, expired).
+    pub fn done(&self, pipeline: &str, stage: &str, action: &str) {
+        lock(&self.waiting).remove(&(pipeline.into(), stage.into(), action.into()));
+    }
+    pub fn reads(&self) -> usize {
+        *lock(&self.reads)
+    }
+}
+
+#[async_trait]
+impl PipelineApprovals for MemoryPipelineApprovals {
+    async fn pending(&self, pipeline: &str, stage: &str, action: &str) -> Result<Option<PendingApproval>, StoreError> {
+        *lock(&self.reads) += 1;
+        Ok(lock(&self.waiting)
+            .get(&(pipeline.into(), stage.into(), action.into()))
+            .cloned())
     }
 }

@@ -44,6 +44,8 @@ pub enum NotificationKind {
     WeeklyDigest,
     /// A gate failed, or started waiting (`tollgate_domain::gate`).
     GateBlocked,
+    /// A Manual approval request CodePipeline was not waiting for was published on the approval topic and refused.
+    ApprovalRequestRefused,
 }
 
 impl NotificationKind {
@@ -57,6 +59,7 @@ impl NotificationKind {
             NotificationKind::ApprovalNeeded => "approval_needed",
             NotificationKind::WeeklyDigest => "weekly_digest",
             NotificationKind::GateBlocked => "gate_blocked",
+            NotificationKind::ApprovalRequestRefused => "approval_request_refused",
         }
     }
 }

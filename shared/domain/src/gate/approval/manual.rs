@@ -23,27 +23,79 @@ use crate::tell::ports::{Notifier, NotifyError};
 // ---------------------------------------------------------------------------------------------------------------
 // Manual approvals.
 
-/// A Manual approval action's token. Its `Debug` and `Display` show only a digest: the token decides the action.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApprovalToken(String);
+/// A Manual approval action's token. Its `Debug` shows only a digest: the token decides the action. A token read
+/// back from the table is its digest alone ([`ApprovalToken::from_digest`]): the raw token is never stored, and a
+/// decision reads it fresh from CodePipeline (GetPipelineState) and checks it against the digest.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ApprovalToken {
+    digest: String,
+    #[serde(skip)]
+    raw: Option<String>,
+}
 
 impl ApprovalToken {
     pub fn new(token: &str) -> Self {
-        ApprovalToken(token.to_string())
+        ApprovalToken {
+            digest: digest(token),
+            raw: Some(token.to_string()),
+        }
     }
-    pub fn expose(&self) -> &str {
-        &self.0
+    /// A token known by its digest only (as stored).
+    pub fn from_digest(digest: &str) -> Self {
+        ApprovalToken {
+            digest: digest.to_string(),
+            raw: None,
+        }
     }
-    /// Hex SHA-256 of the token: its name in keys and logs.
+    /// The token itself, when this copy holds it (fresh from SNS or CodePipeline); None for a stored copy.
+    pub fn expose(&self) -> Option<&str> {
+        self.raw.as_deref()
+    }
+    /// Hex SHA-256 of the token: its name in keys and logs, and all that is stored of it.
     pub fn digest(&self) -> String {
-        digest(&self.0)
+        self.digest.clone()
+    }
+    /// Whether `token` is this token.
+    pub fn matches(&self, token: &str) -> bool {
+        digest(token) == self.digest
+    }
+    /// The same token without its raw value, as it may be stored.
+    pub fn digest_only(&self) -> Self {
+        Self::from_digest(&self.digest)
     }
 }
 
+impl PartialEq for ApprovalToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+impl Eq for ApprovalToken {}
+
 impl fmt::Debug for ApprovalToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApprovalToken(sha256:{})", &self.digest()[..16])
+        write!(
+            f,
+            "ApprovalToken(sha256:{})",
+            self.digest.get(..16).unwrap_or(&self.digest)
+        )
     }
+}
+
+/// A Manual approval action CodePipeline reports waiting (GetPipelineState: the stage's action `InProgress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    /// The stage's current pipeline execution.
+    pub execution_id: Option<String>,
+    pub token: ApprovalToken,
+}
+
+/// CodePipeline's view of a pipeline's Manual approval actions.
+#[async_trait]
+pub trait PipelineApprovals: Send + Sync {
+    /// The approval `action` of `stage` when it is in progress, with its current token; None when it is not
+    /// waiting (or the pipeline, stage or action does not exist).
+    async fn pending(&self, pipeline: &str, stage: &str, action: &str) -> Result<Option<PendingApproval>, StoreError>;
 }
 
 /// Where a manual approval's decision stands.
@@ -173,6 +225,8 @@ pub struct RequestPorts<'a> {
     pub audit: &'a dyn AuditLog,
     pub decisions: &'a dyn GateDecisions,
     pub notifier: &'a dyn Notifier,
+    /// CodePipeline's own state: a request is announced only if it names the approval that is waiting.
+    pub pipelines: &'a dyn PipelineApprovals,
 }
 
 /// What handling an approval request did.
@@ -185,6 +239,12 @@ pub enum Announced {
     Duplicate {
         token_digest: String,
     },
+    /// CodePipeline has no such approval waiting (a forged request, or one decided or expired already): nothing
+    /// stored or announced. The caller records and tells it.
+    NotPending {
+        token_digest: String,
+        why: String,
+    },
 }
 
 /// Why an approval request could not be handled; every case is worth a retry.
@@ -194,6 +254,11 @@ pub enum AnnounceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
+}
+
+/// The replay guard's name for "this refused request was told": one per token, apart from signature digests.
+pub fn refused_request_marker(token_digest: &str) -> String {
+    digest(&format!("refused-approval-request:{token_digest}"))
 }
 
 /// Stores a Manual approval request (once per token), enriches it with the execution's change and its gate
@@ -211,14 +276,45 @@ pub async fn handle_approval_request(
         region: region.clone(),
         pipeline: request.pipeline.clone(),
     };
-    let execution_id = waiting_execution(ports.timelines, &pipeline, &request.stage, &request.action).await?;
+    let token = ApprovalToken::new(&request.token);
+    // Only a request naming the approval CodePipeline has waiting, with its current token, is announced: anyone who
+    // can publish on the topic could otherwise announce a request of their own.
+    let pending = ports
+        .pipelines
+        .pending(&request.pipeline, &request.stage, &request.action)
+        .await?;
+    let pending = match pending {
+        Some(p) if p.token == token => p,
+        Some(_) => {
+            return Ok(Announced::NotPending {
+                token_digest: token.digest(),
+                why: format!(
+                    "CodePipeline's {} / {} of {} waits with another token",
+                    request.stage, request.action, request.pipeline
+                ),
+            })
+        }
+        None => {
+            return Ok(Announced::NotPending {
+                token_digest: token.digest(),
+                why: format!(
+                    "CodePipeline has no approval waiting at {} / {} of {}",
+                    request.stage, request.action, request.pipeline
+                ),
+            })
+        }
+    };
+    let execution_id = match pending.execution_id {
+        Some(e) => Some(e),
+        None => waiting_execution(ports.timelines, &pipeline, &request.stage, &request.action).await?,
+    };
     let fresh = ManualApproval {
         account: account.to_string(),
         region,
         pipeline: request.pipeline.clone(),
         stage: request.stage.clone(),
         action: request.action.clone(),
-        token: ApprovalToken::new(&request.token),
+        token,
         execution_id,
         requested_at: received_at,
         expires: request.expires.clone(),
