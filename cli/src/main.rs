@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::io::Write;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tollgate::decide::{DecideUrlArgs, DecisionArgs, IdentityCommand};
 use tollgate::demo::{self, DemoOptions};
 use tollgate::local::{self, Clients, DeliveryPlan, Names};
 use tollgate::replay::{self, MetricsConfigFile, Replayer};
 use tollgate::simulate::{self, SimOptions};
 use tollgate::template::Template;
-use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::measure::metrics::Period;
 
 /// Writes to standard output; a reader that went away (`tollgate ... | head`) ends the program quietly, as in any
@@ -99,12 +99,12 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Approves a gated stage of an execution, as the caller (from the AWS credentials), with a reason.
+    /// Approves a gated stage of an execution through the decide function, as the caller (SigV4), with a reason.
     Approve {
         #[command(flatten)]
         decision: DecisionArgs,
     },
-    /// Rejects a gated stage of an execution, as the caller (from the AWS credentials), with a reason.
+    /// Rejects a gated stage of an execution through the decide function, as the caller (SigV4), with a reason.
     Reject {
         #[command(flatten)]
         decision: DecisionArgs,
@@ -114,10 +114,11 @@ enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
-    /// Freezes deployments through gates of a pipeline (or every pipeline), as the caller, until lifted or over.
+    /// Freezes deployments through gates of a pipeline (or every pipeline), through the decide function
+    /// (administrators only), until lifted or over.
     Freeze {
         #[command(flatten)]
-        table: TableArgs,
+        endpoint: DecideUrlArgs,
         /// pipeline:<account>/<region>/<pipeline>, or global.
         #[arg(long)]
         scope: String,
@@ -131,10 +132,10 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Lifts the ad-hoc freeze of a scope, as the caller.
+    /// Lifts the ad-hoc freeze of a scope, through the decide function (administrators only).
     Unfreeze {
         #[command(flatten)]
-        table: TableArgs,
+        endpoint: DecideUrlArgs,
         /// pipeline:<account>/<region>/<pipeline>, or global.
         #[arg(long)]
         scope: String,
@@ -142,8 +143,8 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Overrides a gated stage of an execution, as the caller: it passes if the caller is one of the policy's
-    /// approvers.
+    /// Overrides a gated stage of an execution through the decide function: it passes if the caller is one of the
+    /// stage's approvers (and did not trigger or author the change).
     Override {
         #[command(flatten)]
         decision: DecisionArgs,
@@ -349,28 +350,6 @@ enum Format {
 }
 
 #[derive(Subcommand)]
-enum IdentityCommand {
-    /// Links a chat user (`<team>:<user>`) to a principal ARN, as the caller.
-    Link {
-        #[command(flatten)]
-        table: TableArgs,
-        /// The chat user as the platform names it: <team id>:<user id>.
-        #[arg(long)]
-        chat: String,
-        /// The principal ARN the user decides as.
-        #[arg(long)]
-        principal: String,
-    },
-    /// Removes a chat user's link, as the caller.
-    Unlink {
-        #[command(flatten)]
-        table: TableArgs,
-        #[arg(long)]
-        chat: String,
-    },
-}
-
-#[derive(Subcommand)]
 enum AuditCommand {
     /// The newest entries of a scope.
     List {
@@ -389,29 +368,6 @@ enum AuditCommand {
         #[arg(long)]
         scope: String,
     },
-}
-
-#[derive(clap::Args)]
-struct DecisionArgs {
-    #[command(flatten)]
-    table: TableArgs,
-    #[arg(long)]
-    pipeline: String,
-    /// The pipeline execution id.
-    #[arg(long)]
-    execution: String,
-    /// The gated stage.
-    #[arg(long)]
-    stage: String,
-    /// Why (required; recorded with the decision and in the audit trail).
-    #[arg(long)]
-    reason: String,
-    /// The pipeline's account (or TOLLGATE_ACCOUNT).
-    #[arg(long, env = "TOLLGATE_ACCOUNT")]
-    account: String,
-    /// The pipeline's region (default: the SDK's region).
-    #[arg(long)]
-    region: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -536,81 +492,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             metrics,
             quiet,
         } => return report_command(&html, &paths, &metrics, quiet).await,
-        Command::Approve { decision } => return decide(decision, ApprovalDecision::Approve).await,
-        Command::Reject { decision } => return decide(decision, ApprovalDecision::Reject).await,
-        Command::Identity { command } => return identity_command(command).await,
+        Command::Approve { decision } => return decided(tollgate::decide::decision(decision, "approve").await),
+        Command::Reject { decision } => return decided(tollgate::decide::decision(decision, "reject").await),
+        Command::Override { decision } => return decided(tollgate::decide::decision(decision, "override").await),
+        Command::Identity { command } => return decided(tollgate::decide::identity(command).await),
         Command::Freeze {
-            table,
+            endpoint,
             scope,
             from,
             until,
             reason,
-        } => {
-            let sdk = tollgate_aws::config::sdk_config().await;
-            let by = caller_arn(&sdk).await?;
-            let (controls, audit) = control_stores(&sdk, &table);
-            let f = tollgate::controls::freeze(
-                &controls,
-                &audit,
-                &scope,
-                from.as_deref(),
-                &until,
-                &reason,
-                &by,
-                chrono::Utc::now(),
-            )
-            .await?;
-            outln!(
-                "froze {} from {} until {} as {} ({})",
-                f.scope,
-                f.from,
-                f.until,
-                f.by,
-                f.reason
-            );
-            return Ok(());
-        }
-        Command::Unfreeze { table, scope, reason } => {
-            let sdk = tollgate_aws::config::sdk_config().await;
-            let by = caller_arn(&sdk).await?;
-            let (controls, audit) = control_stores(&sdk, &table);
-            let f = tollgate::controls::unfreeze(&controls, &audit, &scope, &reason, &by, chrono::Utc::now()).await?;
-            outln!(
-                "lifted the freeze of {} (by {}: {}) as {by} ({})",
-                f.scope,
-                f.by,
-                f.reason,
-                reason.trim()
-            );
-            return Ok(());
-        }
-        Command::Override { decision: args } => {
-            let sdk = tollgate_aws::config::sdk_config().await;
-            let region = args
-                .region
-                .or_else(|| sdk.region().map(|r| r.to_string()))
-                .ok_or("no region: pass --region or set AWS_REGION")?;
-            let by = caller_arn(&sdk).await?;
-            let key = tollgate_domain::gate::ApprovalKey {
-                account: args.account,
-                region,
-                pipeline: args.pipeline,
-                execution_id: args.execution,
-                stage: args.stage,
-            };
-            let (controls, audit) = control_stores(&sdk, &args.table);
-            let o = tollgate::controls::override_gate(&controls, &audit, key, &args.reason, &by, chrono::Utc::now())
-                .await?;
-            outln!(
-                "overrode {} / {} / {} as {} ({}); the gate honours it if you are one of its policy's approvers",
-                o.key.pipeline,
-                o.key.execution_id,
-                o.key.stage,
-                o.by,
-                o.reason
-            );
-            return Ok(());
-        }
+        } => return decided(tollgate::decide::freeze(&endpoint, &scope, from.as_deref(), &until, &reason).await),
+        Command::Unfreeze {
+            endpoint,
+            scope,
+            reason,
+        } => return decided(tollgate::decide::unfreeze(&endpoint, &scope, &reason).await),
         Command::Audit { command } => {
             match command {
                 AuditCommand::List { table, scope, limit } => {
@@ -1127,8 +1024,8 @@ async fn gate_explain(
                 None => Box::new(tollgate_aws::baselines::CodePipelinePipelineTags::from_sdk_config(&sdk)),
             };
             let base_text = tollgate::policy_cmd::read_text(file)?;
-            let source =
-                tollgate_domain::gate::policy::MemoryBaselines::new().with_named(&file.display().to_string(), &base_text);
+            let source = tollgate_domain::gate::policy::MemoryBaselines::new()
+                .with_named(&file.display().to_string(), &base_text);
             let site = tollgate_domain::gate::policy::GateSite {
                 account: &key.account,
                 region: &key.region,
@@ -1136,7 +1033,9 @@ async fn gate_explain(
                 stage,
             };
             let name = policy_file.display().to_string();
-            match tollgate_domain::gate::policy::apply_baseline(&source, tags.as_ref(), site, &name, &text, policy).await {
+            match tollgate_domain::gate::policy::apply_baseline(&source, tags.as_ref(), site, &name, &text, policy)
+                .await
+            {
                 Ok(w) => (w.policy, w.applied),
                 Err(why) => {
                     match format {
@@ -1265,72 +1164,8 @@ async fn caller_arn(sdk: &aws_config::SdkConfig) -> Result<String, Box<dyn std::
     Ok(principal)
 }
 
-/// The ad-hoc freeze and override store, and the audit trail, in the table.
-fn control_stores(
-    sdk: &aws_config::SdkConfig,
-    table: &TableArgs,
-) -> (tollgate_aws::gate_store::DynamoDbGateStore, tollgate_aws::DynamoDbStore) {
-    let client = aws_sdk_dynamodb::Client::new(sdk);
-    (
-        tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), table.table.clone(), 400),
-        tollgate_aws::DynamoDbStore::new(client, table.table.clone(), 400),
-    )
-}
-
-async fn identity_command(command: IdentityCommand) -> Result<(), Box<dyn std::error::Error>> {
-    let sdk = tollgate_aws::config::sdk_config().await;
-    let by = caller_arn(&sdk).await?;
-    let table = match &command {
-        IdentityCommand::Link { table, .. } | IdentityCommand::Unlink { table, .. } => table.table.clone(),
-    };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let ids = tollgate_aws::chat_auth::DynamoDbChatIdentities::new(client.clone(), table.clone());
-    let audit = tollgate_aws::DynamoDbStore::new(client, table, 400);
-    match command {
-        IdentityCommand::Link { chat, principal, .. } => {
-            let l = tollgate::approve::link_identity(&ids, &audit, &chat, &principal, &by, chrono::Utc::now()).await?;
-            outln!("linked {} to {} as {by}", l.chat_user, l.principal_arn);
-        }
-        IdentityCommand::Unlink { chat, .. } => {
-            let l = tollgate::approve::unlink_identity(&ids, &audit, &chat, &by, chrono::Utc::now()).await?;
-            outln!("unlinked {} (was {}) as {by}", l.chat_user, l.principal_arn);
-        }
-    }
-    Ok(())
-}
-
-async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Box<dyn std::error::Error>> {
-    let sdk = tollgate_aws::config::sdk_config().await;
-    let region = args
-        .region
-        .or_else(|| sdk.region().map(|r| r.to_string()))
-        .ok_or("no region: pass --region or set AWS_REGION")?;
-    // The approver is the authenticated caller, never a name from the command line.
-    let principal = caller_arn(&sdk).await?;
-    let key = tollgate_domain::gate::ApprovalKey {
-        account: args.account,
-        region,
-        pipeline: args.pipeline,
-        execution_id: args.execution,
-        stage: args.stage,
-    };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let gate = tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), args.table.table.clone(), 400);
-    let manual =
-        tollgate_aws::manual_approvals::DynamoDbManualApprovals::new(client.clone(), args.table.table.clone(), 400);
-    let store = tollgate_aws::DynamoDbStore::new(client, args.table.table, 400);
-    // A pending Manual approval is decided with the caller's own credentials: IAM decides who may.
-    let results = tollgate_aws::manual_approvals::CodePipelineApprovalResults::from_sdk_config(&sdk);
-    let ports = tollgate_domain::gate::approval::DecisionPorts {
-        approvals: &gate,
-        controls: &gate,
-        manual: &manual,
-        results: &results,
-        audit: &store,
-        timelines: &store,
-    };
-    let message =
-        tollgate::approve::record(&ports, key, &principal, decision, &args.reason, chrono::Utc::now()).await?;
-    outln!("{message}");
+/// Prints the decide function's sentence; a refusal is an error (exit 1) with its sentence.
+fn decided(result: Result<String, tollgate::decide::DecideCallError>) -> Result<(), Box<dyn std::error::Error>> {
+    outln!("{}", result?);
     Ok(())
 }

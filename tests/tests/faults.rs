@@ -14,8 +14,8 @@ use tollgate::local::{self, Clients, Names};
 use tollgate::simulate::{simulate, SimOptions};
 use tollgate::template::Template;
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
-use tollgate_domain::record::ports::TimelineQueries;
 use tollgate_domain::ingest::service::{FailureWait, Ingestor};
+use tollgate_domain::record::ports::TimelineQueries;
 use tollgate_integration_tests::driver::{drain, queue_depth, sdk_config, CountingNotifier, DrainReport, QueueTiming};
 use tollgate_integration_tests::fault::{FaultConfig, FaultKind, FaultProxy, FaultStats};
 use tollgate_integration_tests::load::{

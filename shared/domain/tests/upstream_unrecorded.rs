@@ -1,11 +1,11 @@
 //! An upstream the gate has never seen is an error of the check (failing closed by default), never "no failures".
 
 use chrono::{DateTime, Utc};
-use tollgate_domain::gate::{gather_facts, FactSources, JobContext};
-use tollgate_domain::memory::{MemoryCloudWatch, MemoryGateStore};
-use tollgate_domain::memory::MemoryStore;
-use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::gate::policy::{evaluate, parse_policy, CheckKind, CheckStatus, Outcome};
+use tollgate_domain::gate::{gather_facts, FactSources, JobContext};
+use tollgate_domain::memory::MemoryStore;
+use tollgate_domain::memory::{MemoryCloudWatch, MemoryGateStore};
+use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::EventRecorder;
 
 fn at(s: &str) -> DateTime<Utc> {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::Duration;
 use serde_json::json;
 use tollgate_domain::gate::policy::{AlarmFact, AlarmState, ApprovalDecision, FreezeBound};
+use tollgate_domain::gate::policy::{MemoryBaselines, MemoryPipelineTags};
 use tollgate_domain::gate::{
     ApprovalKey, ApprovalRecord, FreezeRecord, OverrideRecord, TaggedAlarms, DECISION_ID_VARIABLE, OUTCOME_VARIABLE,
 };
@@ -19,7 +20,6 @@ use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::parse_event;
 use tollgate_domain::record::ports::{EventRecorder, StoreError};
 use tollgate_domain::tell::notify::NotificationKind;
-use tollgate_domain::gate::policy::{MemoryBaselines, MemoryPipelineTags};
 
 use super::*;
 
@@ -83,6 +83,7 @@ struct World {
     watches: MemoryAlarmWatches,
     baselines: MemoryBaselines,
     pipeline_tags: MemoryPipelineTags,
+    effective: tollgate_domain::memory::MemoryEffectivePolicies,
 }
 
 impl World {
@@ -103,6 +104,7 @@ impl World {
             watches: MemoryAlarmWatches::new(),
             baselines: MemoryBaselines::new(),
             pipeline_tags: MemoryPipelineTags::new(&[]),
+            effective: Default::default(),
         }
     }
 
@@ -122,6 +124,7 @@ impl World {
             notifier: &self.notifier,
             baselines: &self.baselines,
             pipeline_tags: &self.pipeline_tags,
+            effective: &self.effective,
         }
     }
 
