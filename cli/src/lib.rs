@@ -1,9 +1,8 @@
 //! The `tollgate` command-line tool's library: local runs against a local AWS endpoint, template reading, and
 //! rendering for engineers. The binary (`main.rs`) only parses arguments and calls in here.
 
-pub mod approve;
 pub mod audit;
-pub mod controls;
+pub mod decide;
 pub mod demo;
 pub mod dlq;
 pub mod local;

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::io::Write;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tollgate::decide::{DecideUrlArgs, DecisionArgs, IdentityCommand};
 use tollgate::demo::{self, DemoOptions};
 use tollgate::local::{self, Clients, DeliveryPlan, Names};
 use tollgate::replay::{self, MetricsConfigFile, Replayer};
 use tollgate::simulate::{self, SimOptions};
 use tollgate::template::Template;
-use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::measure::metrics::Period;
 
 /// Writes to standard output; a reader that went away (`tollgate ... | head`) ends the program quietly, as in any
@@ -29,6 +29,8 @@ macro_rules! outln {
 }
 
 /// The reader of standard output went away (`tollgate simulate | head`): not an error of ours.
+mod policy_commands;
+
 fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     e.downcast_ref::<std::io::Error>().map(|io| io.kind()) == Some(std::io::ErrorKind::BrokenPipe)
         || e.downcast_ref::<serde_json::Error>().and_then(|j| j.io_error_kind()) == Some(std::io::ErrorKind::BrokenPipe)
@@ -99,12 +101,12 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Approves a gated stage of an execution, as the caller (from the AWS credentials), with a reason.
+    /// Approves a gated stage of an execution through the decide function, as the caller (SigV4), with a reason.
     Approve {
         #[command(flatten)]
         decision: DecisionArgs,
     },
-    /// Rejects a gated stage of an execution, as the caller (from the AWS credentials), with a reason.
+    /// Rejects a gated stage of an execution through the decide function, as the caller (SigV4), with a reason.
     Reject {
         #[command(flatten)]
         decision: DecisionArgs,
@@ -114,10 +116,11 @@ enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
-    /// Freezes deployments through gates of a pipeline (or every pipeline), as the caller, until lifted or over.
+    /// Freezes deployments through gates of a pipeline (or every pipeline), through the decide function
+    /// (administrators only), until lifted or over.
     Freeze {
         #[command(flatten)]
-        table: TableArgs,
+        endpoint: DecideUrlArgs,
         /// pipeline:<account>/<region>/<pipeline>, or global.
         #[arg(long)]
         scope: String,
@@ -131,10 +134,10 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Lifts the ad-hoc freeze of a scope, as the caller.
+    /// Lifts the ad-hoc freeze of a scope, through the decide function (administrators only).
     Unfreeze {
         #[command(flatten)]
-        table: TableArgs,
+        endpoint: DecideUrlArgs,
         /// pipeline:<account>/<region>/<pipeline>, or global.
         #[arg(long)]
         scope: String,
@@ -142,8 +145,8 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Overrides a gated stage of an execution, as the caller: it passes if the caller is one of the policy's
-    /// approvers.
+    /// Overrides a gated stage of an execution through the decide function: it passes if the caller is one of the
+    /// stage's approvers (and did not trigger or author the change).
     Override {
         #[command(flatten)]
         decision: DecisionArgs,
@@ -349,28 +352,6 @@ enum Format {
 }
 
 #[derive(Subcommand)]
-enum IdentityCommand {
-    /// Links a chat user (`<team>:<user>`) to a principal ARN, as the caller.
-    Link {
-        #[command(flatten)]
-        table: TableArgs,
-        /// The chat user as the platform names it: <team id>:<user id>.
-        #[arg(long)]
-        chat: String,
-        /// The principal ARN the user decides as.
-        #[arg(long)]
-        principal: String,
-    },
-    /// Removes a chat user's link, as the caller.
-    Unlink {
-        #[command(flatten)]
-        table: TableArgs,
-        #[arg(long)]
-        chat: String,
-    },
-}
-
-#[derive(Subcommand)]
 enum AuditCommand {
     /// The newest entries of a scope.
     List {
@@ -389,29 +370,6 @@ enum AuditCommand {
         #[arg(long)]
         scope: String,
     },
-}
-
-#[derive(clap::Args)]
-struct DecisionArgs {
-    #[command(flatten)]
-    table: TableArgs,
-    #[arg(long)]
-    pipeline: String,
-    /// The pipeline execution id.
-    #[arg(long)]
-    execution: String,
-    /// The gated stage.
-    #[arg(long)]
-    stage: String,
-    /// Why (required; recorded with the decision and in the audit trail).
-    #[arg(long)]
-    reason: String,
-    /// The pipeline's account (or TOLLGATE_ACCOUNT).
-    #[arg(long, env = "TOLLGATE_ACCOUNT")]
-    account: String,
-    /// The pipeline's region (default: the SDK's region).
-    #[arg(long)]
-    region: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -536,81 +494,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             metrics,
             quiet,
         } => return report_command(&html, &paths, &metrics, quiet).await,
-        Command::Approve { decision } => return decide(decision, ApprovalDecision::Approve).await,
-        Command::Reject { decision } => return decide(decision, ApprovalDecision::Reject).await,
-        Command::Identity { command } => return identity_command(command).await,
+        Command::Approve { decision } => return decided(tollgate::decide::decision(decision, "approve").await),
+        Command::Reject { decision } => return decided(tollgate::decide::decision(decision, "reject").await),
+        Command::Override { decision } => return decided(tollgate::decide::decision(decision, "override").await),
+        Command::Identity { command } => return decided(tollgate::decide::identity(command).await),
         Command::Freeze {
-            table,
+            endpoint,
             scope,
             from,
             until,
             reason,
-        } => {
-            let sdk = tollgate_aws::config::sdk_config().await;
-            let by = caller_arn(&sdk).await?;
-            let (controls, audit) = control_stores(&sdk, &table);
-            let f = tollgate::controls::freeze(
-                &controls,
-                &audit,
-                &scope,
-                from.as_deref(),
-                &until,
-                &reason,
-                &by,
-                chrono::Utc::now(),
-            )
-            .await?;
-            outln!(
-                "froze {} from {} until {} as {} ({})",
-                f.scope,
-                f.from,
-                f.until,
-                f.by,
-                f.reason
-            );
-            return Ok(());
-        }
-        Command::Unfreeze { table, scope, reason } => {
-            let sdk = tollgate_aws::config::sdk_config().await;
-            let by = caller_arn(&sdk).await?;
-            let (controls, audit) = control_stores(&sdk, &table);
-            let f = tollgate::controls::unfreeze(&controls, &audit, &scope, &reason, &by, chrono::Utc::now()).await?;
-            outln!(
-                "lifted the freeze of {} (by {}: {}) as {by} ({})",
-                f.scope,
-                f.by,
-                f.reason,
-                reason.trim()
-            );
-            return Ok(());
-        }
-        Command::Override { decision: args } => {
-            let sdk = tollgate_aws::config::sdk_config().await;
-            let region = args
-                .region
-                .or_else(|| sdk.region().map(|r| r.to_string()))
-                .ok_or("no region: pass --region or set AWS_REGION")?;
-            let by = caller_arn(&sdk).await?;
-            let key = tollgate_domain::gate::ApprovalKey {
-                account: args.account,
-                region,
-                pipeline: args.pipeline,
-                execution_id: args.execution,
-                stage: args.stage,
-            };
-            let (controls, audit) = control_stores(&sdk, &args.table);
-            let o = tollgate::controls::override_gate(&controls, &audit, key, &args.reason, &by, chrono::Utc::now())
-                .await?;
-            outln!(
-                "overrode {} / {} / {} as {} ({}); the gate honours it if you are one of its policy's approvers",
-                o.key.pipeline,
-                o.key.execution_id,
-                o.key.stage,
-                o.by,
-                o.reason
-            );
-            return Ok(());
-        }
+        } => return decided(tollgate::decide::freeze(&endpoint, &scope, from.as_deref(), &until, &reason).await),
+        Command::Unfreeze {
+            endpoint,
+            scope,
+            reason,
+        } => return decided(tollgate::decide::unfreeze(&endpoint, &scope, &reason).await),
         Command::Audit { command } => {
             match command {
                 AuditCommand::List { table, scope, limit } => {
@@ -729,13 +628,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Policy {
             command: PolicyCommand::Validate { files, baseline, stage },
-        } => return policy_validate(&files, baseline.as_deref(), stage.args()),
+        } => return policy_commands::policy_validate(&files, baseline.as_deref(), stage.args()),
         Command::Policy {
             command: PolicyCommand::Effective { baseline, file, stage },
-        } => return policy_effective(&baseline, &file, stage.args()),
+        } => return policy_commands::policy_effective(&baseline, &file, stage.args()),
         Command::Policy {
             command: PolicyCommand::PublishBaseline { file, name, table },
-        } => return publish_baseline(&file, &name, &table).await,
+        } => return policy_commands::publish_baseline(&file, &name, &table).await,
         Command::Gate {
             command:
                 GateCommand::Explain {
@@ -756,11 +655,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 region: region.unwrap_or_default(),
                 pipeline,
             };
-            let baseline = ExplainBaseline {
+            let baseline = policy_commands::ExplainBaseline {
                 file: baseline,
                 tags: (!tags.is_empty()).then(|| tags.into_iter().collect()),
             };
-            return gate_explain(&policy, key, &stage, execution, &table, &baseline, format).await;
+            return policy_commands::gate_explain(&policy, key, &stage, execution, &table, &baseline, format).await;
         }
     };
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
@@ -1005,247 +904,6 @@ async fn simulate_command(
     Ok(())
 }
 
-/// `tollgate policy validate [--baseline BASE] FILE...`: every file's result; an error if any file is invalid or
-/// loosens the baseline.
-fn policy_validate(
-    files: &[PathBuf],
-    baseline: Option<&std::path::Path>,
-    stage: tollgate::policy_cmd::StageArgs,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let baseline = match baseline {
-        Some(b) => Some(tollgate::policy_cmd::read_baseline(b).map_err(|e| format!("the baseline: {e}"))?),
-        None => None,
-    };
-    let mut invalid = 0;
-    for file in files {
-        match tollgate::policy_cmd::validate_one(file, baseline.as_ref(), &stage) {
-            Ok(line) => outln!("{line}"),
-            Err(errors) => {
-                invalid += 1;
-                for e in errors {
-                    outln!("{e}");
-                }
-            }
-        }
-    }
-    if invalid > 0 {
-        return Err(format!("{invalid} of {} policy file(s) invalid", files.len()).into());
-    }
-    Ok(())
-}
-
-/// `tollgate policy effective --baseline BASE FILE`: the merged policy as YAML, or every loosening.
-fn policy_effective(
-    baseline: &std::path::Path,
-    file: &std::path::Path,
-    stage: tollgate::policy_cmd::StageArgs,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let baseline = tollgate::policy_cmd::read_baseline(baseline).map_err(|e| format!("the baseline: {e}"))?;
-    match tollgate::policy_cmd::effective_yaml(&baseline, file, &stage) {
-        Ok(yaml) => {
-            out!("{yaml}");
-            Ok(())
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            Err(format!("{} loosens the baseline in {} field(s)", file.display(), errors.len()).into())
-        }
-    }
-}
-
-/// `tollgate policy publish-baseline FILE`: validated, then written to the table as the caller.
-async fn publish_baseline(
-    file: &std::path::Path,
-    name: &str,
-    table: &TableArgs,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let text = tollgate::policy_cmd::read_text(file)?;
-    let baseline = tollgate_domain::gate::policy::parse_baseline(&file.display().to_string(), &text)?;
-    let sdk = tollgate_aws::config::sdk_config().await;
-    let by = caller_arn(&sdk).await?;
-    let store =
-        tollgate_aws::baselines::DynamoDbBaselines::new(aws_sdk_dynamodb::Client::new(&sdk), &table.table, name);
-    store.publish(&text, &by, chrono::Utc::now()).await?;
-    outln!(
-        "published baseline {name} ({}, {} rule(s)) to table {} as {by}",
-        baseline.name,
-        baseline.rules.len(),
-        table.table
-    );
-    Ok(())
-}
-
-/// `gate explain`'s baseline: a file, and the pipeline's tags when given on the command line.
-struct ExplainBaseline {
-    file: Option<PathBuf>,
-    tags: Option<std::collections::BTreeMap<String, String>>,
-}
-
-/// `tollgate gate explain`: the policy evaluated now with live facts, explained. An empty region is the SDK's.
-/// Exits 0 on PASS, 1 on FAIL, 2 on WAIT.
-async fn gate_explain(
-    policy_file: &std::path::Path,
-    mut key: tollgate_domain::record::keys::PipelineKey,
-    stage: &str,
-    execution: Option<String>,
-    table: &TableArgs,
-    baseline: &ExplainBaseline,
-    format: Format,
-) -> Result<(), Box<dyn std::error::Error>> {
-    use tollgate::policy_cmd::{outcome_status, ExitWith};
-    use tollgate_aws::alarm_tags::ResourceGroupsTaggingAlarms;
-    use tollgate_aws::cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
-    use tollgate_aws::gate_store::DynamoDbGateStore;
-    use tollgate_domain::gate::{
-        apply_override, freeze_scopes, gather_facts, with_ad_hoc_freezes, FactSources, GateControls, JobContext,
-        TaggedAlarms,
-    };
-    use tollgate_domain::record::ports::TimelineQueries;
-
-    let policy = tollgate_domain::gate::policy::validate_file(policy_file)?;
-    let mut sdk = tollgate_aws::config::sdk_config().await;
-    if key.region.is_empty() {
-        key.region = sdk
-            .region()
-            .map(|r| r.to_string())
-            .ok_or("no region: pass --region or set AWS_REGION")?;
-    } else {
-        sdk = sdk
-            .into_builder()
-            .region(aws_config::Region::new(key.region.clone()))
-            .build();
-    }
-    // The baseline first: a policy that loosens it fails before any fact is read, as in the gate.
-    let (policy, merged_with) = match &baseline.file {
-        None => (policy, None),
-        Some(file) => {
-            let text = tollgate::policy_cmd::read_text(policy_file)?;
-            let tags: Box<dyn tollgate_domain::gate::policy::PipelineTags> = match &baseline.tags {
-                Some(t) => Box::new(tollgate_domain::gate::policy::MemoryPipelineTags::from_map(t.clone())),
-                None => Box::new(tollgate_aws::baselines::CodePipelinePipelineTags::from_sdk_config(&sdk)),
-            };
-            let base_text = tollgate::policy_cmd::read_text(file)?;
-            let source = tollgate_domain::gate::policy::MemoryBaselines::new()
-                .with_named(&file.display().to_string(), &base_text);
-            let site = tollgate_domain::gate::policy::GateSite {
-                account: &key.account,
-                region: &key.region,
-                pipeline: &key.pipeline,
-                stage,
-            };
-            let name = policy_file.display().to_string();
-            match tollgate_domain::gate::policy::apply_baseline(&source, tags.as_ref(), site, &name, &text, policy)
-                .await
-            {
-                Ok(w) => (w.policy, w.applied),
-                Err(why) => {
-                    match format {
-                        Format::Text => {
-                            outln!("{} / {}, policy {}", key.pipeline, stage, policy_file.display());
-                            outln!("FAIL: {why}");
-                        }
-                        Format::Json => outln!(
-                            "{}",
-                            serde_json::to_string_pretty(&serde_json::json!({
-                                "pipeline": key.pipeline, "stage": stage, "policy_file": name,
-                                "baseline_file": file.display().to_string(),
-                                "outcome": "fail", "summary": why, "checks": [],
-                            }))?
-                        ),
-                    }
-                    return Err(ExitWith(1).into());
-                }
-            }
-        }
-    };
-    let store = tollgate_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.table.clone(), 400);
-    let execution_id = match execution {
-        Some(id) => id,
-        None => store
-            .executions(&key, 1)
-            .await?
-            .into_iter()
-            .next()
-            .map(|e| e.key.execution_id)
-            .ok_or_else(|| {
-                format!(
-                    "no execution of {} in {} {} recorded in table {}: pass --execution",
-                    key.pipeline, key.account, key.region, table.table
-                )
-            })?,
-    };
-    let ctx = JobContext {
-        account: key.account.clone(),
-        region: key.region.clone(),
-        pipeline: key.pipeline.clone(),
-        stage: stage.to_string(),
-        action: "(tollgate gate explain)".into(),
-        execution_id,
-    };
-    let approvals = DynamoDbGateStore::from_sdk_config(&sdk, table.table.clone(), 400);
-    let (alarms, metrics) = (
-        TaggedAlarms::new(
-            ResourceGroupsTaggingAlarms::from_sdk_config(&sdk),
-            CloudWatchAlarms::from_sdk_config(&sdk),
-        ),
-        CloudWatchMetrics::from_sdk_config(&sdk),
-    );
-    // Leases are only read here: explaining a gate never takes one.
-    let sources = FactSources {
-        alarms: &alarms,
-        metrics: &metrics,
-        timelines: &store,
-        approvals: &approvals,
-        leases: &approvals,
-    };
-    let now = chrono::Utc::now();
-    // Ad-hoc freezes and an override count here as in the gate.
-    let freezes = approvals.active_freezes(&freeze_scopes(&ctx)).await?;
-    let policy = with_ad_hoc_freezes(&policy, &freezes, now);
-    // Explained as if the gate first evaluated now: max_wait shows the whole allowance.
-    let facts = gather_facts(&policy, &ctx, now, now, &sources).await;
-    let mut decision = tollgate_domain::gate::policy::evaluate(&policy, &facts);
-    let explanation = match approvals.latest_override(&ctx.approval_key()).await? {
-        Some(o) => apply_override(&policy, &mut decision, &o).0,
-        None => decision.explain(),
-    };
-    let status = outcome_status(&decision.outcome);
-    match format {
-        Format::Text => {
-            outln!(
-                "{} / {} (execution {}), policy {} ({})",
-                ctx.pipeline,
-                ctx.stage,
-                ctx.execution_id,
-                policy.name,
-                policy_file.display()
-            );
-            if let Some(m) = &merged_with {
-                outln!("merged with {m}");
-            }
-            out!("{explanation}");
-        }
-        Format::Json => {
-            let mut doc = serde_json::json!({
-                "pipeline": ctx.pipeline, "stage": ctx.stage, "execution_id": ctx.execution_id,
-                "policy": policy.name, "policy_file": policy_file.display().to_string(), "baseline": merged_with,
-                "outcome": tollgate_domain::gate::outcome_word(&decision.outcome),
-                "summary": decision.summary, "checks": decision.checks, "explanation": explanation,
-            });
-            if let tollgate_domain::gate::policy::Outcome::Wait { recheck_at } = decision.outcome {
-                doc["recheck_at"] = serde_json::json!(recheck_at);
-            }
-            outln!("{}", serde_json::to_string_pretty(&doc)?);
-        }
-    }
-    if status != 0 {
-        return Err(ExitWith(status).into());
-    }
-    Ok(())
-}
-
 async fn table_store(table: &TableArgs) -> tollgate_aws::DynamoDbStore {
     let sdk = tollgate_aws::config::sdk_config().await;
     tollgate_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.table.clone(), 400)
@@ -1267,72 +925,8 @@ async fn caller_arn(sdk: &aws_config::SdkConfig) -> Result<String, Box<dyn std::
     Ok(principal)
 }
 
-/// The ad-hoc freeze and override store, and the audit trail, in the table.
-fn control_stores(
-    sdk: &aws_config::SdkConfig,
-    table: &TableArgs,
-) -> (tollgate_aws::gate_store::DynamoDbGateStore, tollgate_aws::DynamoDbStore) {
-    let client = aws_sdk_dynamodb::Client::new(sdk);
-    (
-        tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), table.table.clone(), 400),
-        tollgate_aws::DynamoDbStore::new(client, table.table.clone(), 400),
-    )
-}
-
-async fn identity_command(command: IdentityCommand) -> Result<(), Box<dyn std::error::Error>> {
-    let sdk = tollgate_aws::config::sdk_config().await;
-    let by = caller_arn(&sdk).await?;
-    let table = match &command {
-        IdentityCommand::Link { table, .. } | IdentityCommand::Unlink { table, .. } => table.table.clone(),
-    };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let ids = tollgate_aws::chat_auth::DynamoDbChatIdentities::new(client.clone(), table.clone());
-    let audit = tollgate_aws::DynamoDbStore::new(client, table, 400);
-    match command {
-        IdentityCommand::Link { chat, principal, .. } => {
-            let l = tollgate::approve::link_identity(&ids, &audit, &chat, &principal, &by, chrono::Utc::now()).await?;
-            outln!("linked {} to {} as {by}", l.chat_user, l.principal_arn);
-        }
-        IdentityCommand::Unlink { chat, .. } => {
-            let l = tollgate::approve::unlink_identity(&ids, &audit, &chat, &by, chrono::Utc::now()).await?;
-            outln!("unlinked {} (was {}) as {by}", l.chat_user, l.principal_arn);
-        }
-    }
-    Ok(())
-}
-
-async fn decide(args: DecisionArgs, decision: ApprovalDecision) -> Result<(), Box<dyn std::error::Error>> {
-    let sdk = tollgate_aws::config::sdk_config().await;
-    let region = args
-        .region
-        .or_else(|| sdk.region().map(|r| r.to_string()))
-        .ok_or("no region: pass --region or set AWS_REGION")?;
-    // The approver is the authenticated caller, never a name from the command line.
-    let principal = caller_arn(&sdk).await?;
-    let key = tollgate_domain::gate::ApprovalKey {
-        account: args.account,
-        region,
-        pipeline: args.pipeline,
-        execution_id: args.execution,
-        stage: args.stage,
-    };
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let gate = tollgate_aws::gate_store::DynamoDbGateStore::new(client.clone(), args.table.table.clone(), 400);
-    let manual =
-        tollgate_aws::manual_approvals::DynamoDbManualApprovals::new(client.clone(), args.table.table.clone(), 400);
-    let store = tollgate_aws::DynamoDbStore::new(client, args.table.table, 400);
-    // A pending Manual approval is decided with the caller's own credentials: IAM decides who may.
-    let results = tollgate_aws::manual_approvals::CodePipelineApprovalResults::from_sdk_config(&sdk);
-    let ports = tollgate_domain::gate::approval::DecisionPorts {
-        approvals: &gate,
-        controls: &gate,
-        manual: &manual,
-        results: &results,
-        audit: &store,
-        timelines: &store,
-    };
-    let message =
-        tollgate::approve::record(&ports, key, &principal, decision, &args.reason, chrono::Utc::now()).await?;
-    outln!("{message}");
+/// Prints the decide function's sentence; a refusal is an error (exit 1) with its sentence.
+fn decided(result: Result<String, tollgate::decide::DecideCallError>) -> Result<(), Box<dyn std::error::Error>> {
+    outln!("{}", result?);
     Ok(())
 }

@@ -220,6 +220,7 @@ async fn fault_free_answer(seed: u64, case: Case) -> Answer {
         notifier: &notifier,
         baselines: &tollgate_domain::gate::policy::MemoryBaselines::new(),
         pipeline_tags: &tollgate_domain::gate::policy::MemoryPipelineTags::new(&[]),
+        effective: &tollgate_domain::memory::MemoryEffectivePolicies::new(),
     };
     let _ = handle(&job_event(&job_id), &ports, now()).await;
     answer_of(&jobs, &job_id)
@@ -286,6 +287,7 @@ async fn gate_under_thirty_percent_faults_never_passes_what_it_would_not_pass_wi
             notifier: &notifier,
             baselines: &tollgate_domain::gate::policy::MemoryBaselines::new(),
             pipeline_tags: &tollgate_domain::gate::policy::MemoryPipelineTags::new(&[]),
+            effective: &tollgate_domain::memory::MemoryEffectivePolicies::new(),
         };
         let _ = handle(&job_event(&job_id), &ports, now()).await;
         let got = answer_of(&jobs, &job_id);

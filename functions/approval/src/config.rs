@@ -2,8 +2,6 @@
 
 use tollgate_aws::env::{Env, EnvError};
 
-use tollgate_domain::gate::approval::{parse_approvers, EndpointApprovers};
-
 /// The function's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -13,9 +11,6 @@ pub struct Config {
     pub topic_arn: String,
     /// `TOLLGATE_SIGNING_SECRET_ARN`: the Secrets Manager secret chat requests are signed with.
     pub signing_secret_arn: String,
-    /// `TOLLGATE_APPROVERS`: who may decide from chat: an `approval` section and the `groups` it names, as in a
-    /// policy (YAML or JSON).
-    pub approvers: EndpointApprovers,
     /// `TOLLGATE_ACCOUNT`: the account of a pipeline a chat command names without one.
     pub account: String,
     /// `AWS_REGION` (set by Lambda): the region of a pipeline a chat command names without one.
@@ -59,14 +54,6 @@ impl Config {
         let table_name = env.required("TOLLGATE_TABLE_NAME")?;
         let topic_arn = env.required("TOLLGATE_TOPIC_ARN")?;
         let signing_secret_arn = env.required("TOLLGATE_SIGNING_SECRET_ARN")?;
-        let approvers_text = env.required("TOLLGATE_APPROVERS")?;
-        let approvers = parse_approvers(&approvers_text).map_err(|e| {
-            EnvError::invalid(
-                "TOLLGATE_APPROVERS",
-                approvers_text.clone(),
-                format!("an approval section and its groups ({e})"),
-            )
-        })?;
         let account = env.required("TOLLGATE_ACCOUNT")?;
         let region = env.required("AWS_REGION")?;
         let workspace = env.required("TOLLGATE_CHAT_WORKSPACE")?;
@@ -82,7 +69,6 @@ impl Config {
             table_name,
             topic_arn,
             signing_secret_arn,
-            approvers,
             account,
             region,
             workspace,
@@ -100,9 +86,6 @@ mod tests {
             "TOLLGATE_TABLE_NAME" => Some("t".into()),
             "TOLLGATE_TOPIC_ARN" => Some("arn:aws:sns:eu-west-1:111122223333:tollgate".into()),
             "TOLLGATE_SIGNING_SECRET_ARN" => Some("arn:aws:secretsmanager:eu-west-1:111122223333:secret:s".into()),
-            "TOLLGATE_APPROVERS" => {
-                Some("{approval: {approvers: ['arn:aws:iam::111122223333:role/ReleaseManager*']}}".into())
-            }
             "TOLLGATE_ACCOUNT" => Some("111122223333".into()),
             "AWS_REGION" => Some("eu-west-1".into()),
             "TOLLGATE_CHAT_WORKSPACE" => Some("T0001".into()),
@@ -116,7 +99,6 @@ mod tests {
             "TOLLGATE_TABLE_NAME",
             "TOLLGATE_TOPIC_ARN",
             "TOLLGATE_SIGNING_SECRET_ARN",
-            "TOLLGATE_APPROVERS",
             "TOLLGATE_ACCOUNT",
             "AWS_REGION",
             "TOLLGATE_CHAT_WORKSPACE",
@@ -126,36 +108,6 @@ mod tests {
             assert!(err.to_string().contains(name), "{err}");
         }
         let c = Config::from_lookup(base).unwrap();
-        assert_eq!((c.retention_days, c.approvers.approval.reason_required), (400, true));
-    }
-
-    #[test]
-    fn approvers_that_allow_no_one_or_have_typos_are_refused() {
-        for bad in [
-            "{}",
-            "{approval: {approvers: []}}",
-            "{approval: {aprovers: ['arn:aws:iam::111122223333:role/x']}}",
-            "{approval: {approvers: [nope]}}",
-            "{approval: {groups: [release-managers]}}",
-        ] {
-            let err = Config::from_lookup(|k| {
-                if k == "TOLLGATE_APPROVERS" {
-                    Some(bad.into())
-                } else {
-                    base(k)
-                }
-            })
-            .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    ConfigError::Invalid {
-                        name: "TOLLGATE_APPROVERS",
-                        ..
-                    }
-                ),
-                "{bad}: {err}"
-            );
-        }
+        assert_eq!(c.retention_days, 400);
     }
 }

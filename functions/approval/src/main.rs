@@ -7,6 +7,7 @@ use chrono::Utc;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use tollgate_aws::chat_auth::{load_signing_secret, DynamoDbChatIdentities, DynamoDbReplayGuard};
+use tollgate_aws::effective_policies::DynamoDbEffectivePolicies;
 use tollgate_aws::gate_store::DynamoDbGateStore;
 use tollgate_aws::manual_approvals::{CodePipelineApprovalResults, CodePipelineApprovals, DynamoDbManualApprovals};
 use tollgate_aws::{DynamoDbStore, SnsNotifier};
@@ -24,6 +25,7 @@ async fn main() -> Result<(), Error> {
     let gate = DynamoDbGateStore::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
     let manual = DynamoDbManualApprovals::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
     let identities = DynamoDbChatIdentities::new(dynamodb.clone(), config.table_name.clone());
+    let effective = DynamoDbEffectivePolicies::new(dynamodb.clone(), config.table_name.clone());
     let replay = DynamoDbReplayGuard::new(dynamodb, config.table_name.clone());
     let codepipeline = aws_sdk_codepipeline::Client::new(&sdk);
     let results = CodePipelineApprovalResults::new(codepipeline.clone());
@@ -37,6 +39,7 @@ async fn main() -> Result<(), Error> {
             results: &results,
             audit: &store,
             timelines: &store,
+            effective: &effective,
         },
         requests: RequestPorts {
             manual: &manual,
@@ -52,7 +55,6 @@ async fn main() -> Result<(), Error> {
     };
     let settings = Settings {
         chat: ChatSettings {
-            approvers: config.approvers.clone(),
             default_account: config.account.clone(),
             default_region: config.region.clone(),
         },

@@ -28,6 +28,7 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tollgate_domain::audit::{action as audit_action, pipeline_scope, AuditLog, NewAuditEntry, GLOBAL_SCOPE};
+use tollgate_domain::gate::approval::{EffectivePolicies, EffectivePolicyRecord};
 use tollgate_domain::gate::policy::{
     apply_baseline, evaluate, parse_policy, parse_user_parameters, BaselineSource, GateSite, Outcome, PipelineTags,
 };
@@ -67,6 +68,8 @@ pub struct Ports<'a> {
     pub baselines: &'a dyn BaselineSource,
     /// Pipeline tags, for baseline rules that match on them.
     pub pipeline_tags: &'a dyn PipelineTags,
+    /// The effective policy of each evaluated stage, for the decide and approval functions to authorise against.
+    pub effective: &'a dyn EffectivePolicies,
 }
 
 /// What an invocation did (the function's response, and a log line).
@@ -370,7 +373,28 @@ async fn decide(job: &GateJob, ports: &Ports<'_>, now: DateTime<Utc>, alarms: &m
     )
     .await
     {
-        Ok(w) => (w.policy, w.applied),
+        Ok(w) => {
+            // Who may decide on this stage: the decide and approval functions authorise against what the gate
+            // evaluated. Without it they refuse (fail closed), so a failure to write it fails the gate closed too.
+            let record = EffectivePolicyRecord {
+                account: context.account.clone(),
+                region: context.region.clone(),
+                pipeline: context.pipeline.clone(),
+                stage: context.stage.clone(),
+                policy: w.policy.clone(),
+                baseline: w.applied.clone(),
+                separation_of_duties: w.separation_of_duties,
+                at: now,
+            };
+            if let Err(e) = ports.effective.record_effective(&record).await {
+                return failed(
+                    d,
+                    FailureKind::JobFailed,
+                    format!("could not record the effective policy for approvers: {e}; failing closed"),
+                );
+            }
+            (w.policy, w.applied)
+        }
         Err(why) => return failed(d, FailureKind::JobFailed, why),
     };
     let freezes = match ports.controls.active_freezes(&freeze_scopes(&context)).await {

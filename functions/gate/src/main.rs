@@ -24,6 +24,8 @@ async fn main() -> Result<(), Error> {
     let timelines = DynamoDbStore::new(dynamodb.clone(), config.table_name.clone(), config.retention_days);
     let watches = DynamoDbAlarmWatches::new(dynamodb.clone(), config.table_name.clone());
     let baselines = DynamoDbBaselines::new(dynamodb.clone(), config.table_name.clone(), config.baseline_name);
+    let effective =
+        tollgate_aws::effective_policies::DynamoDbEffectivePolicies::new(dynamodb.clone(), config.table_name.clone());
     let store = DynamoDbGateStore::new(dynamodb, config.table_name, config.retention_days);
     let codepipeline = aws_sdk_codepipeline::Client::new(&sdk);
     let pipeline_tags = CodePipelinePipelineTags::new(codepipeline.clone());
@@ -52,6 +54,7 @@ async fn main() -> Result<(), Error> {
         notifier: &notifier,
         baselines: &baselines,
         pipeline_tags: &pipeline_tags,
+        effective: &effective,
     };
     let ports = &ports;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

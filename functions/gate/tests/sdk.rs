@@ -230,6 +230,7 @@ async fn run_with_tagging(
         notifier: &notifier,
         baselines: &tollgate_domain::gate::policy::MemoryBaselines::new(),
         pipeline_tags: &tollgate_domain::gate::policy::MemoryPipelineTags::new(&[]),
+        effective: &tollgate_domain::memory::MemoryEffectivePolicies::new(),
     };
     handle(&job_event(user_parameters), &ports, now()).await.unwrap()
 }

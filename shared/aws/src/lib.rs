@@ -13,6 +13,7 @@ pub mod codedeploy_hooks;
 pub mod codepipeline_jobs;
 pub mod config;
 pub mod dynamodb;
+pub mod effective_policies;
 pub mod env;
 pub mod gate_store;
 pub mod logging;

@@ -9,8 +9,9 @@ use tollgate_domain::gate::approval::*;
 use tollgate_domain::gate::policy::ApprovalDecision;
 use tollgate_domain::gate::{ApprovalKey, ApprovalRecords, GateControls, GateDecision, GateDecisions};
 use tollgate_domain::memory::MemoryAuditLog;
-use tollgate_domain::memory::MemoryGateStore;
-use tollgate_domain::memory::{MemoryApprovalResults, MemoryChatStore, MemoryPipelineApprovals};
+use tollgate_domain::memory::{
+    MemoryApprovalResults, MemoryChatStore, MemoryEffectivePolicies, MemoryGateStore, MemoryPipelineApprovals,
+};
 use tollgate_domain::memory::{MemoryNotifier, MemoryStore};
 use tollgate_domain::record::parse::{parse_event, parse_inbound, ApprovalRequest, Inbound};
 use tollgate_domain::record::ports::EventRecorder;
@@ -39,9 +40,34 @@ groups:
     .unwrap()
 }
 
+/// The effective policy the gate recorded for checkout-service / Production: the same approvers.
+fn effective(reason_required: bool) -> EffectivePolicyRecord {
+    let text = format!(
+        "version: 1
+name: production
+max_wait: 2h
+approval:
+  approvers: ['arn:aws:sts::111122223333:assumed-role/ReleaseManager/*']
+  groups: [sre]
+  reason_required: {reason_required}
+groups:
+  sre: ['arn:aws:sts::111122223333:assumed-role/SRE/*']
+"
+    );
+    EffectivePolicyRecord {
+        account: "111122223333".into(),
+        region: "eu-west-1".into(),
+        pipeline: "checkout-service".into(),
+        stage: "Production".into(),
+        policy: tollgate_domain::gate::policy::parse_policy("production.yaml", &text).unwrap(),
+        baseline: None,
+        separation_of_duties: true,
+        at: now(),
+    }
+}
+
 fn settings() -> ChatSettings {
     ChatSettings {
-        approvers: approvers(),
         default_account: "111122223333".into(),
         default_region: "eu-west-1".into(),
     }
@@ -65,6 +91,7 @@ struct World {
     timelines: MemoryStore,
     notifier: MemoryNotifier,
     pipelines: MemoryPipelineApprovals,
+    effective: MemoryEffectivePolicies,
 }
 
 impl World {
@@ -77,9 +104,11 @@ impl World {
             timelines: MemoryStore::new(),
             notifier: MemoryNotifier::new(),
             pipelines: MemoryPipelineApprovals::new(),
+            effective: MemoryEffectivePolicies::new(),
         };
         w.pipelines
             .wait("checkout-service", "Production", "Approve", EXECUTION, TOKEN);
+        w.effective.record_effective(&effective(true)).await.unwrap();
         let events: Vec<Value> = serde_json::from_str(include_str!(
             "../../../events/approval/execution-waiting-for-approval.json"
         ))
@@ -112,6 +141,7 @@ impl World {
             results: &self.results,
             audit: &self.audit,
             timelines: &self.timelines,
+            effective: &self.effective,
         }
     }
 
@@ -356,14 +386,13 @@ async fn a_decision_without_a_reason_is_refused_and_an_override_needs_one_whatev
     assert_eq!(reply.status, 400);
     assert!(reply.text.contains("reason is required to approve"), "{}", reply.text);
 
-    let mut lenient = settings();
-    lenient.approvers.approval.reason_required = false;
+    w.effective.record_effective(&effective(false)).await.unwrap();
     let cmd = parse_chat_body(&slash(
         "U0001",
         &format!("override checkout-service Production {EXECUTION}"),
     ))
     .unwrap();
-    let reply = handle_chat_command(&w.decisions(), &w.chat, &lenient, &cmd, now())
+    let reply = handle_chat_command(&w.decisions(), &w.chat, &settings(), &cmd, now())
         .await
         .unwrap();
     assert_eq!(reply.status, 400, "{reply:?}");
@@ -697,4 +726,31 @@ fn approvers_must_declare_the_groups_they_name() {
     assert!(authorise(&a, "arn:aws:sts::111122223333:assumed-role/SRE/bob").is_ok());
     let why = authorise(&a, MALLORY).unwrap_err();
     assert!(why.contains(MALLORY), "{why}");
+}
+
+#[tokio::test]
+async fn chat_decisions_are_authorised_per_pipeline_by_the_effective_policy_the_gate_recorded() {
+    let w = World::new().await;
+    // A pipeline no gate has evaluated: no one may decide on it from chat (no endpoint-wide list any more).
+    let reply = w
+        .chat(&slash("U0001", &format!("approve payments Production {EXECUTION} ok")))
+        .await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(reply.text.contains("fail closed"), "{reply:?}");
+    // The stage's effective policy names other approvers: Alice, an approver elsewhere, is refused here.
+    let mut other = effective(true);
+    other.policy.approval.as_mut().unwrap().approvers =
+        vec![tollgate_domain::gate::policy::ArnPattern::parse("arn:aws:iam::111122223333:role/Payments*").unwrap()];
+    other.policy.approval.as_mut().unwrap().groups.clear();
+    w.effective.record_effective(&other).await.unwrap();
+    let reply = w
+        .chat(&slash(
+            "U0001",
+            &format!("approve checkout-service Production {EXECUTION} ok"),
+        ))
+        .await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(w.gate.latest_approval(&key()).await.unwrap().is_none());
+    let refused: Vec<String> = w.audit_actions().await.into_iter().map(|(_, a)| a).collect();
+    assert_eq!(refused, vec!["approval.refused"]);
 }

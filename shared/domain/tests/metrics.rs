@@ -105,6 +105,7 @@ impl Exec {
             url: None,
             branch: None,
             repository: None,
+            author: None,
         });
         self
     }

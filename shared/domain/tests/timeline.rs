@@ -674,6 +674,7 @@ fn source_revision_comes_from_the_source_actions_success() {
             )),
             branch: None,
             repository: None,
+            author: None,
         }]
     );
 }
@@ -710,6 +711,7 @@ fn source_revision_takes_branch_and_repository_from_a_processed_notification() {
             url: None,
             branch: Some("main".into()),
             repository: Some("example-shop/checkout-service".into()),
+            author: Some("alice@example.com".into()),
         });
     }
     let events = vec![
@@ -734,6 +736,11 @@ fn source_revision_takes_branch_and_repository_from_a_processed_notification() {
     assert_eq!(r.revision_id.as_deref(), Some(commit));
     assert_eq!(r.branch.as_deref(), Some("main"));
     assert_eq!(r.repository.as_deref(), Some("example-shop/checkout-service"));
+    assert_eq!(
+        r.author.as_deref(),
+        Some("alice@example.com"),
+        "the author is kept for separation of duties"
+    );
     assert!(r.url.is_some(), "the action's link is kept");
     // Before the action's success arrives, the notification alone names the revision.
     let t = ExecutionTimeline::fold(&key(), &[started]);

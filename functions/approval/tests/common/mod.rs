@@ -9,8 +9,8 @@ use serde_json::Value;
 use tollgate_aws::chat_auth::{sign, SigningSecret};
 use tollgate_domain::audit::AuditLog;
 use tollgate_domain::gate::approval::{
-    parse_approvers, ApprovalResults, ChatIdentities, ChatSettings, ChatUser, DecisionPorts, LinkedIdentity,
-    RequestPorts,
+    ApprovalResults, ChatIdentities, ChatSettings, ChatUser, DecisionPorts, EffectivePolicies, EffectivePolicyRecord,
+    LinkedIdentity, RequestPorts,
 };
 use tollgate_domain::memory::MemoryAuditLog;
 use tollgate_domain::memory::MemoryChatStore;
@@ -83,6 +83,7 @@ pub struct World {
     pub store: MemoryStore,
     pub notifier: MemoryNotifier,
     pub pipelines: MemoryPipelineApprovals,
+    pub effective: tollgate_domain::memory::MemoryEffectivePolicies,
 }
 
 impl World {
@@ -94,9 +95,12 @@ impl World {
             store: MemoryStore::new(),
             notifier: MemoryNotifier::new(),
             pipelines: MemoryPipelineApprovals::new(),
+            effective: Default::default(),
         };
         w.pipelines
             .wait("checkout-service", "Production", "Approve", EXECUTION, TOKEN);
+        // The gate evaluated checkout-service / Production: its effective policy names who may decide.
+        w.effective.record_effective(&effective_policy()).await.unwrap();
         let events: Vec<Value> = serde_json::from_str(TIMELINE).unwrap();
         for e in events {
             w.store
@@ -127,6 +131,7 @@ impl World {
                 results,
                 audit: &self.audit,
                 timelines: &self.store,
+                effective: &self.effective,
             },
             requests: RequestPorts {
                 manual: &self.chat,
@@ -153,13 +158,24 @@ impl World {
     }
 }
 
+/// What the gate recorded for checkout-service / Production: release managers approve, separation of duties on.
+pub fn effective_policy() -> EffectivePolicyRecord {
+    let text = "version: 1\nname: production\nmax_wait: 2h\napproval: {approvers: ['arn:aws:sts::111122223333:assumed-role/ReleaseManager/*']}\n";
+    EffectivePolicyRecord {
+        account: "111122223333".into(),
+        region: "eu-west-1".into(),
+        pipeline: "checkout-service".into(),
+        stage: "Production".into(),
+        policy: tollgate_domain::gate::policy::parse_policy("production.yaml", text).unwrap(),
+        baseline: None,
+        separation_of_duties: true,
+        at: Utc::now(),
+    }
+}
+
 pub fn settings() -> Settings {
     Settings {
         chat: ChatSettings {
-            approvers: parse_approvers(
-                "approval: {approvers: ['arn:aws:sts::111122223333:assumed-role/ReleaseManager/*']}",
-            )
-            .unwrap(),
             default_account: "111122223333".into(),
             default_region: "eu-west-1".into(),
         },

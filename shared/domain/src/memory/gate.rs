@@ -336,3 +336,35 @@ impl PolicySource for MemoryPolicySource {
             })
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Effective policies.
+
+/// The effective policy of each stage, in memory: the newest record wins.
+#[derive(Debug, Default)]
+pub struct MemoryEffectivePolicies {
+    records: Mutex<BTreeMap<String, crate::gate::approval::EffectivePolicyRecord>>,
+}
+
+impl MemoryEffectivePolicies {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl crate::gate::approval::EffectivePolicies for MemoryEffectivePolicies {
+    async fn record_effective(&self, r: &crate::gate::approval::EffectivePolicyRecord) -> Result<(), StoreError> {
+        let pk = crate::gate::approval::effective_pk(&r.account, &r.region, &r.pipeline, &r.stage);
+        self.records.lock().unwrap().insert(pk, r.clone());
+        Ok(())
+    }
+
+    async fn effective(
+        &self,
+        key: &ApprovalKey,
+    ) -> Result<Option<crate::gate::approval::EffectivePolicyRecord>, StoreError> {
+        let pk = crate::gate::approval::effective_pk(&key.account, &key.region, &key.pipeline, &key.stage);
+        Ok(self.records.lock().unwrap().get(&pk).cloned())
+    }
+}

@@ -216,6 +216,10 @@ pub struct SourceRevision {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// The commit's author, when the source action outputs one (`AuthorEmail` or `AuthorName` among its variables;
+    /// CodePipeline's own source actions do not, so separation of duties then rests on the trigger principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// At most the first `chars` characters of `text`, cut on a character boundary: a revision id or any other text

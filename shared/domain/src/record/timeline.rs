@@ -347,6 +347,7 @@ impl ExecutionTimeline {
                         summary: a.summary.clone(),
                         url: a.external_execution_url.clone(),
                         branch: notified.as_ref().and_then(|n| n.branch.clone()),
+                        author: notified.as_ref().and_then(|n| n.author.clone()),
                         repository: notified.and_then(|n| n.repository),
                     });
                 }

@@ -79,6 +79,24 @@ async fn the_baselines_checks_apply_to_a_policy_that_has_none() {
         "{}",
         recorded.explanation
     );
+    // Who may decide on the stage is recorded for the decide and approval functions: the baseline's approvers, and
+    // separation of duties on for the production rule.
+    use tollgate_domain::gate::approval::EffectivePolicies;
+    let key = context().approval_key();
+    let effective = world.effective.effective(&key).await.unwrap().expect("recorded");
+    let approvers: Vec<&str> = effective
+        .policy
+        .approval
+        .as_ref()
+        .unwrap()
+        .approvers
+        .iter()
+        .map(|p| p.as_str())
+        .collect();
+    assert_eq!(approvers, ["arn:aws:iam::111122223333:role/ReleaseManager"]);
+    assert_eq!(effective.baseline.as_deref(), Some("baseline org, rule production"));
+    assert!(effective.separation_of_duties);
+    assert_eq!(effective.at, now());
 }
 
 #[tokio::test]

@@ -83,6 +83,7 @@ struct World {
     watches: MemoryAlarmWatches,
     baselines: MemoryBaselines,
     pipeline_tags: MemoryPipelineTags,
+    effective: tollgate_domain::memory::MemoryEffectivePolicies,
 }
 
 impl World {
@@ -103,6 +104,7 @@ impl World {
             watches: MemoryAlarmWatches::new(),
             baselines: MemoryBaselines::new(),
             pipeline_tags: MemoryPipelineTags::new(&[]),
+            effective: Default::default(),
         }
     }
 
@@ -122,6 +124,7 @@ impl World {
             notifier: &self.notifier,
             baselines: &self.baselines,
             pipeline_tags: &self.pipeline_tags,
+            effective: &self.effective,
         }
     }
 

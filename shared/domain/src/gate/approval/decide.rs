@@ -42,6 +42,8 @@ pub struct DecisionPorts<'a> {
     pub results: &'a dyn ApprovalResults,
     pub audit: &'a dyn AuditLog,
     pub timelines: &'a dyn TimelineQueries,
+    /// The effective policy the gate evaluated for each stage: who may decide on it.
+    pub effective: &'a dyn EffectivePolicies,
 }
 
 /// What a decision did.
@@ -394,7 +396,6 @@ pub struct ChatReply {
 /// The endpoint's settings.
 #[derive(Debug, Clone)]
 pub struct ChatSettings {
-    pub approvers: EndpointApprovers,
     pub default_account: String,
     pub default_region: String,
 }
@@ -433,25 +434,27 @@ pub async fn handle_chat_command(
         ))
         .await;
     };
-    let authorised = match authorise(&settings.approvers, &identity.principal_arn) {
-        Ok(a) => a,
-        Err(why) => return refuse(why).await,
-    };
-    let who = Decider {
-        principal_arn: identity.principal_arn.clone(),
-        groups: authorised.groups,
-        chat_user: Some(command.user.clone()),
-    };
-    let result = decide(
+    // Authorised per pipeline and stage by the effective policy the gate recorded (and separation of duties).
+    let result = match decide_authorised(
         ports,
         &key,
-        &who,
+        &identity.principal_arn,
+        Some(&command.user),
         command.decision,
         command.reason.as_deref(),
-        settings.approvers.approval.reason_required,
         now,
     )
-    .await;
+    .await
+    {
+        Ok(Err(why)) => {
+            return Ok(ChatReply {
+                status: 403,
+                text: format!("Refused: {why}. The refusal is recorded."),
+            })
+        }
+        Ok(Ok(decided)) => Ok(decided),
+        Err(e) => Err(e),
+    };
     Ok(match result {
         Ok(Decided::Recorded { message, .. }) => ChatReply {
             status: 200,

@@ -27,10 +27,16 @@ pub(super) fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+mod admin;
+mod authority;
 mod chat;
 mod decide;
 mod manual;
+mod server;
 
+pub use admin::*;
+pub use authority::*;
 pub use chat::*;
 pub use decide::*;
 pub use manual::*;
+pub use server::*;

@@ -121,6 +121,9 @@ fn glob(pattern: &str, text: &str) -> bool {
 #[serde(deny_unknown_fields)]
 struct RuleDoc {
     name: String,
+    /// Whether an approver may decide on a change they triggered or authored. Default: on for a production class.
+    #[serde(default)]
+    separation_of_duties: Option<bool>,
     #[serde(default, rename = "match")]
     matches: StageMatch,
     #[serde(default)]
@@ -156,6 +159,8 @@ struct BaselineDoc {
     version: u32,
     name: String,
     #[serde(default)]
+    separation_of_duties: Option<bool>,
+    #[serde(default)]
     timezone: Option<TimeZone>,
     max_wait: Duration,
     #[serde(default)]
@@ -190,6 +195,8 @@ pub struct BaselineRule {
     /// The whole baseline for the stages this rule matches (top level and rule merged).
     pub policy: Policy,
     pub allow_fail_open: Vec<ErrorCheck>,
+    /// An approver may not approve or override a change they triggered or authored.
+    pub separation_of_duties: bool,
 }
 
 /// A validated organisation baseline.
@@ -199,6 +206,8 @@ pub struct Baseline {
     /// The top level: what every stage must meet.
     pub policy: Policy,
     pub allow_fail_open: Vec<ErrorCheck>,
+    /// Separation of duties for stages no rule matches (default: on for a production stage name).
+    pub separation_of_duties: Option<bool>,
     pub rules: Vec<BaselineRule>,
 }
 
@@ -209,6 +218,8 @@ pub struct Applicable<'a> {
     pub rule: Option<&'a str>,
     pub policy: &'a Policy,
     pub allow_fail_open: &'a [ErrorCheck],
+    /// `None`: not set, so it follows the stage's name ([`is_production_stage`]).
+    pub separation_of_duties: Option<bool>,
 }
 
 impl Applicable<'_> {
@@ -241,6 +252,7 @@ impl Baseline {
                     rule: Some(&rule.name),
                     policy: &rule.policy,
                     allow_fail_open: &rule.allow_fail_open,
+                    separation_of_duties: Some(rule.separation_of_duties),
                 });
             }
         }
@@ -253,6 +265,7 @@ impl Baseline {
             rule: None,
             policy: &self.policy,
             allow_fail_open: &self.allow_fail_open,
+            separation_of_duties: self.separation_of_duties,
         }
     }
 
@@ -263,9 +276,16 @@ impl Baseline {
             rule: Some(&r.name),
             policy: &r.policy,
             allow_fail_open: &r.allow_fail_open,
+            separation_of_duties: Some(r.separation_of_duties),
         }));
         out
     }
+}
+
+/// Whether a stage (or a rule's name or stage pattern) names production: `prod` in any case, as in `Production`,
+/// `prod-eu` or `Prod*`. Separation of duties is on by default there.
+pub fn is_production_stage(name: &str) -> bool {
+    name.to_ascii_lowercase().contains("prod")
 }
 
 /// Reads and validates a baseline. Errors name the file, line, column and field as a policy's do; a rule that
@@ -343,7 +363,8 @@ pub fn parse_baseline(name_for_errors: &str, text: &str) -> Result<Baseline, Pol
             && r.concurrency.is_none()
             && r.max_wait.is_none()
             && r.on_error.is_none()
-            && r.allow_fail_open.is_none();
+            && r.allow_fail_open.is_none()
+            && r.separation_of_duties.is_none();
         if no_checks {
             return Err(semantic(
                 prefix,
@@ -377,6 +398,7 @@ pub fn parse_baseline(name_for_errors: &str, text: &str) -> Result<Baseline, Pol
             rule: None,
             policy: &top,
             allow_fail_open: &doc.allow_fail_open,
+            separation_of_duties: doc.separation_of_duties,
         };
         let merged = effective_policy(&applicable, &rule_policy).map_err(|loosenings| {
             let first: &Loosening = &loosenings[0];
@@ -390,7 +412,9 @@ pub fn parse_baseline(name_for_errors: &str, text: &str) -> Result<Baseline, Pol
             )
             .at(locate(text, &path, &Target::Value))
         })?;
+        let production = is_production_stage(&r.name) || r.matches.stages.iter().any(|s| is_production_stage(s));
         rules.push(BaselineRule {
+            separation_of_duties: r.separation_of_duties.unwrap_or(production),
             name: r.name,
             matches: r.matches,
             policy: Policy {
@@ -404,6 +428,7 @@ pub fn parse_baseline(name_for_errors: &str, text: &str) -> Result<Baseline, Pol
         name: doc.name,
         policy: top,
         allow_fail_open: doc.allow_fail_open,
+        separation_of_duties: doc.separation_of_duties,
         rules,
     })
 }

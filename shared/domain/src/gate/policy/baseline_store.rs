@@ -132,6 +132,9 @@ pub struct WithBaseline {
     pub policy: super::Policy,
     /// `baseline org (rule production)`; `None` when no baseline is deployed.
     pub applied: Option<String>,
+    /// Whether an approver may not approve a change they triggered or authored: the baseline's setting for the
+    /// stage's class, else on for a production stage name ([`super::is_production_stage`]).
+    pub separation_of_duties: bool,
 }
 
 /// Where a gate runs, as the baseline's rules see it.
@@ -159,7 +162,11 @@ pub async fn apply_baseline(
         .await
         .map_err(|e| format!("cannot read the organisation baseline: {e}; failing closed"))?;
     let Some(published) = published else {
-        return Ok(WithBaseline { policy, applied: None });
+        return Ok(WithBaseline {
+            policy,
+            applied: None,
+            separation_of_duties: super::is_production_stage(site.stage),
+        });
     };
     let baseline = super::parse_baseline(&format!("baseline {}", published.name), &published.text)
         .map_err(|e| format!("the organisation baseline is invalid ({e}); failing closed"))?;
@@ -186,10 +193,14 @@ pub async fn apply_baseline(
         .for_stage(&stage)
         .map_err(|why| format!("{why}; failing closed"))?;
     let describe = applicable.describe();
+    let separation_of_duties = applicable
+        .separation_of_duties
+        .unwrap_or_else(|| super::is_production_stage(site.stage));
     match super::effective(file, text, &applicable, &policy) {
         Ok(policy) => Ok(WithBaseline {
             policy,
             applied: Some(describe),
+            separation_of_duties,
         }),
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();

@@ -25,7 +25,9 @@ pub mod window;
 pub use approvers::{
     authorise_approver, authorise_by_check, groups_of, who_may_approve, Authorisation, AuthorisedBy, Refusal,
 };
-pub use baseline::{parse_baseline, Applicable, Baseline, BaselineRule, ErrorCheck, StageMatch, StageRef};
+pub use baseline::{
+    is_production_stage, parse_baseline, Applicable, Baseline, BaselineRule, ErrorCheck, StageMatch, StageRef,
+};
 pub use baseline_store::{
     apply_baseline, baseline_pk, BaselineSource, GateSite, MemoryBaselines, MemoryPipelineTags, PipelineTags,
     PublishedBaseline, WithBaseline, DEFAULT_BASELINE_NAME,

@@ -569,6 +569,7 @@ fn source_revisions(additional: &Value) -> Vec<SourceRevision> {
                 url: None,
                 branch: text(&vars, "BranchName"),
                 repository: text(&vars, "RepositoryName").or_else(|| text(&vars, "FullRepositoryName")),
+                author: text(&vars, "AuthorEmail").or_else(|| text(&vars, "AuthorName")),
             })
         })
         .collect()

@@ -1,19 +1,26 @@
-//! `tollgate freeze` / `unfreeze` / `override`: ad-hoc freezes of a pipeline (or of every pipeline) and overrides of
-//! one gate, recorded with the caller's identity and appended to the audit trail.
-//!
-//! As with approvals, who did it is whoever the AWS credentials say the caller is (STS GetCallerIdentity), never a
-//! name from a flag. A freeze is kept until lifted: one per scope, a new one replacing the old; `unfreeze` deletes it
+//! Ad-hoc freezes of a pipeline (or of every pipeline), overrides of one gate, and chat identity links, recorded
+//! with the caller's identity and appended to the audit trail. The decide function calls these once it has
+//! authenticated the caller (from the request context, never a body's claim) and authorised it.
+//! A freeze is kept until lifted: one per scope, a new one replacing the old; `unfreeze` deletes it
 //! (the audit trail keeps both). The gate decides whether an override counts: only when the policy has an `approval`
 //! section and the caller matches one of its `approvers`.
 
+use crate::audit::{action, pipeline_scope, AuditLog, NewAuditEntry};
+use crate::gate::policy::window::freeze_span;
+use crate::gate::policy::{Freeze, FreezeBound};
+use crate::gate::{parse_freeze_scope, ApprovalKey, FreezeRecord, GateControls, OverrideRecord};
+use crate::record::keys::PipelineKey;
+use crate::record::ports::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tollgate_domain::audit::{action, pipeline_scope, AuditLog, NewAuditEntry};
-use tollgate_domain::gate::policy::window::freeze_span;
-use tollgate_domain::gate::policy::{Freeze, FreezeBound};
-use tollgate_domain::gate::{parse_freeze_scope, ApprovalKey, FreezeRecord, GateControls, OverrideRecord};
-use tollgate_domain::record::keys::PipelineKey;
-use tollgate_domain::record::ports::StoreError;
+
+use super::{ChatIdentities, ChatUser, LinkedIdentity};
+use crate::audit::GLOBAL_SCOPE;
+use crate::gate::policy::ArnPattern;
+
+/// Audit actions of identity links (in the `global` scope).
+pub const IDENTITY_LINK: &str = "identity.link";
+pub const IDENTITY_UNLINK: &str = "identity.unlink";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -23,6 +30,8 @@ pub enum ControlError {
     Invalid(String),
     #[error("there is no ad-hoc freeze on {0} to lift")]
     NotFrozen(String),
+    #[error("{0} is not linked to a principal")]
+    NotLinked(String),
     #[error("could not record it: {0}")]
     Store(#[from] StoreError),
 }
@@ -177,11 +186,75 @@ pub async fn override_gate<C: GateControls + ?Sized, L: AuditLog + ?Sized>(
     Ok(record)
 }
 
+/// Links chat user `chat` (`T0001:U0001` or `chat:T0001:U0001`) to `principal_arn`, as `by`, and audits it.
+pub async fn link_identity(
+    identities: &dyn ChatIdentities,
+    audit: &dyn AuditLog,
+    chat: &str,
+    principal_arn: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<LinkedIdentity, ControlError> {
+    let user = ChatUser::parse(chat).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    // A principal is an ARN without wildcards: a link names one identity.
+    let principal = principal_arn.trim();
+    if principal.contains('*') || ArnPattern::parse(principal).is_err() {
+        return Err(ControlError::Invalid(format!(
+            "{principal_arn:?} is not a principal ARN (e.g. arn:aws:sts::111122223333:assumed-role/ReleaseManager/alice)"
+        )));
+    }
+    let link = LinkedIdentity {
+        chat_user: user.clone(),
+        principal_arn: principal.to_string(),
+        linked_by: by.to_string(),
+        at,
+    };
+    identities.link(&link).await?;
+    audit
+        .append(NewAuditEntry {
+            scope: GLOBAL_SCOPE.to_string(),
+            at,
+            actor: by.to_string(),
+            action: IDENTITY_LINK.to_string(),
+            subject: user.id(),
+            detail: json!({"principal_arn": link.principal_arn}),
+        })
+        .await?;
+    Ok(link)
+}
+
+/// Removes a chat user's link, as `by`, and audits it.
+pub async fn unlink_identity(
+    identities: &dyn ChatIdentities,
+    audit: &dyn AuditLog,
+    chat: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<LinkedIdentity, ControlError> {
+    let user = ChatUser::parse(chat).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let removed = identities
+        .unlink(&user)
+        .await?
+        .ok_or_else(|| ControlError::NotLinked(user.id()))?;
+    audit
+        .append(NewAuditEntry {
+            scope: GLOBAL_SCOPE.to_string(),
+            at,
+            actor: by.to_string(),
+            action: IDENTITY_UNLINK.to_string(),
+            subject: user.id(),
+            detail: json!({"principal_arn": removed.principal_arn}),
+        })
+        .await?;
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
-    use tollgate_domain::audit::verify;
-    use tollgate_domain::memory::MemoryAuditLog;
-    use tollgate_domain::memory::MemoryGateStore;
+    use crate::audit::verify;
+    use crate::memory::MemoryAuditLog;
+    use crate::memory::MemoryChatStore;
+    use crate::memory::MemoryGateStore;
 
     use super::*;
 
@@ -273,5 +346,38 @@ mod tests {
             (entries[0].action.as_str(), entries[0].subject.as_str()),
             ("override", "e-1/Production")
         );
+    }
+
+    #[tokio::test]
+    async fn identities_are_linked_and_unlinked_with_an_audit_entry_each() {
+        let (ids, audit) = (MemoryChatStore::new(), MemoryAuditLog::default());
+        let admin = "arn:aws:iam::111122223333:role/Admin";
+        let link = link_identity(&ids, &audit, "T0001:U0001", WHO, admin, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(link.chat_user.id(), "chat:T0001:U0001");
+        assert_eq!(ids.identity(&link.chat_user).await.unwrap().unwrap().principal_arn, WHO);
+        for bad in ["arn:aws:sts::111122223333:assumed-role/ReleaseManager/*", "alice"] {
+            let err = link_identity(&ids, &audit, "T0001:U0002", bad, admin, Utc::now())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ControlError::Invalid(_)), "{bad}: {err}");
+        }
+        unlink_identity(&ids, &audit, "chat:T0001:U0001", admin, Utc::now())
+            .await
+            .unwrap();
+        assert!(ids.identity(&link.chat_user).await.unwrap().is_none());
+        let err = unlink_identity(&ids, &audit, "T0001:U0001", admin, Utc::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControlError::NotLinked(_)), "{err}");
+        let actions: Vec<String> = audit
+            .entries("global")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, vec!["identity.link", "identity.unlink"]);
     }
 }
